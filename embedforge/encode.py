@@ -1,0 +1,97 @@
+"""Texts -> float32 (n, d) embeddings.
+
+A thin wrapper over ``SentenceTransformer.encode`` (which already sorts batches by length and
+shows a progress bar): it fixes one return type, validates inputs, handles ``[]`` and lets the
+caller override max length and compute precision for one call without changing the model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+from embedforge.errors import InputError
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+__all__ = ["encode", "Precision"]
+
+Precision = Literal["float32", "bfloat16", "float16"]
+
+
+@contextlib.contextmanager
+def _max_length(model: SentenceTransformer, max_length: int | None) -> Iterator[None]:
+    if max_length is None:
+        yield
+        return
+    if max_length < 1:
+        raise InputError(f"max_length must be a positive number of tokens, got {max_length}")
+    old = model.max_seq_length
+    model.max_seq_length = max_length
+    try:
+        yield
+    finally:
+        model.max_seq_length = old
+
+
+def _autocast(model: SentenceTransformer, precision: Precision) -> contextlib.AbstractContextManager[object]:
+    import torch
+
+    if precision == "float32":
+        return contextlib.nullcontext()
+    dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(precision)
+    if dtype is None:
+        raise InputError(f"unknown precision {precision!r}; expected float32, bfloat16 or float16")
+    return torch.autocast(device_type=model.device.type, dtype=dtype)
+
+
+def encode(
+    model: SentenceTransformer,
+    texts: Sequence[str],
+    *,
+    batch_size: int = 32,
+    normalize: bool = True,
+    max_length: int | None = None,
+    precision: Precision = "float32",
+    show_progress: bool | None = None,
+    prompt: str | None = None,
+) -> np.ndarray:
+    """Embed ``texts``; returns a C-contiguous float32 array of shape ``(len(texts), dim)``.
+
+    Args:
+        model: a loaded model (:func:`embedforge.models.load_model`).
+        texts: strings; ``[]`` gives shape ``(0, dim)``.
+        batch_size: texts per forward pass (batches are formed after sorting by length).
+        normalize: L2-normalise each row (default), so dot product = cosine similarity.
+        max_length: truncate to this many tokens for this call (default: the model's own).
+        precision: compute precision; the output is float32 whatever this is.
+        show_progress: progress bar; default: only for more than 1,000 texts.
+        prompt: a prefix prepended to every text (e.g. ``"query: "`` for asymmetric models).
+    """
+    if isinstance(texts, str):
+        raise InputError("encode() takes a list of texts, not a single string; wrap it in a list")
+    texts = list(texts)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InputError(f"text #{i} is {type(text).__name__}, expected str")
+    if batch_size < 1:
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
+    dim = model.get_sentence_embedding_dimension()
+    if not texts:
+        return np.zeros((0, dim or 0), dtype=np.float32)
+    if show_progress is None:
+        show_progress = len(texts) > 1000
+    with _max_length(model, max_length), _autocast(model, precision):
+        out = model.encode(
+            texts,
+            batch_size=batch_size,
+            show_progress_bar=show_progress,
+            convert_to_numpy=True,
+            normalize_embeddings=normalize,
+            prompt=prompt,
+        )
+    return np.ascontiguousarray(out, dtype=np.float32)
