@@ -38,6 +38,7 @@ __all__ = [
     "save_model",
     "read_manifest",
     "model_info",
+    "pooling_name",
 ]
 
 logger = logging.getLogger(__name__)
@@ -158,6 +159,14 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     return data
 
 
+def pooling_name(module: Any) -> str:
+    """The pooling mode of a sentence-transformers Pooling module as one string (e.g. "mean", "cls")."""
+    mode = getattr(module, "pooling_mode", None)
+    if mode is None:  # sentence-transformers < 5
+        return str(module.get_pooling_mode_str())
+    return mode if isinstance(mode, str) else "+".join(mode)
+
+
 def model_info(model: SentenceTransformer) -> dict[str, Any]:
     """Pooling, normalisation, max length and dimension read off a loaded model."""
     from sentence_transformers.models import Normalize, Pooling
@@ -166,7 +175,7 @@ def model_info(model: SentenceTransformer) -> dict[str, Any]:
     normalize = False
     for module in model:
         if isinstance(module, Pooling):
-            pooling = module.get_pooling_mode_str()
+            pooling = pooling_name(module)
         if isinstance(module, Normalize):
             normalize = True
     return {

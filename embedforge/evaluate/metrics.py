@@ -32,7 +32,9 @@ Qrels = Mapping[str, Mapping[str, int]]  # query id -> {doc id: graded relevance
 UNIFORMITY_MAX_POINTS = 10_000  # above this, uniformity() uses a seeded random subsample
 
 
-def _paired_1d(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _paired_1d(
+    x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     a = np.asarray(x, dtype=np.float64).reshape(-1)
     b = np.asarray(y, dtype=np.float64).reshape(-1)
     if a.shape != b.shape:
@@ -106,7 +108,9 @@ def alignment(x: np.ndarray, y: np.ndarray, alpha: float = 2) -> float:
     return float(np.mean(dist**alpha))
 
 
-def uniformity(x: np.ndarray, t: float = 2, *, max_points: int = UNIFORMITY_MAX_POINTS, seed: int = 0) -> float:
+def uniformity(
+    x: np.ndarray, t: float = 2, *, max_points: int = UNIFORMITY_MAX_POINTS, seed: int = 0
+) -> float:
     """Uniformity: ℓ_uniform = log E_{x,y ~ p_data, x≠y} exp(−t ‖f(x) − f(y)‖₂²)  (lower is better).
 
     Wang & Isola (ICML 2020), as SimCSE computes it: rows are L2-normalised, the mean runs over

@@ -1,0 +1,5 @@
+import sys
+
+from embedforge.cli import main
+
+sys.exit(main())

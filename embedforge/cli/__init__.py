@@ -1,0 +1,61 @@
+"""``embedforge`` — one entry point; each subcommand group lives in its own module here.
+
+Modules only parse arguments and call the library. Each exposes ``register(subparsers)`` which
+adds its subcommands with ``set_defaults(func=...)``; ``func(args) -> int`` is the exit code.
+Errors the user can fix (:class:`~embedforge.errors.InputError`) print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from embedforge.errors import InputError
+
+__all__ = ["main", "build_parser"]
+
+# Subcommand modules, in help order. A module that fails to import (a missing optional extra)
+# leaves its commands out rather than breaking the whole CLI.
+COMMAND_MODULES = (
+    "embedforge.cli.core",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="embedforge",
+        description="Your own, data-specific sentence-embedding model.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except InputError as err:
+        print(f"embedforge {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"embedforge {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

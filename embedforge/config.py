@@ -1,0 +1,58 @@
+"""Configuration as frozen dataclasses; each is written into the manifest of the model it made."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+__all__ = ["SimCSEConfig", "POOLERS", "MODES"]
+
+POOLERS = ("cls", "cls_mlp", "mean")
+MODES = ("unsup", "sup")
+
+
+@dataclass(frozen=True)
+class SimCSEConfig:
+    """SimCSE training (Gao, Yao & Chen 2021). Defaults follow the paper unless noted."""
+
+    mode: Literal["unsup", "sup"] = "unsup"  # unsup: a text and its dropout copy; sup: labelled pairs/triplets
+    # None keeps the base model's own pooling when it is a sentence-transformers model (switching a
+    # mean-pooled model such as MiniLM to CLS would throw away what it learnt); for a plain
+    # transformers model it takes the paper's choice: cls_mlp (unsup) / cls (sup).
+    pooler: Literal["cls", "cls_mlp", "mean"] | None = None
+    temperature: float = 0.05  # tau in the paper; logits are cos/tau
+    hard_negative_weight: float = 1.0  # alpha of the paper's Eq. 5 (1 = plain InfoNCE over hard negatives)
+    max_length: int = 32  # tokens; the paper truncates at 32
+    learning_rate: float = 3e-5  # the paper: 3e-5 unsup BERT-base; 5e-5 sup
+    batch_size: int = 64  # per process; the paper: 64 unsup, 512 sup
+    epochs: float = 1.0  # the paper: 1 unsup, 3 sup
+    max_steps: int = -1  # > 0 overrides epochs
+    warmup_ratio: float = 0.0  # the paper uses linear decay without warmup
+    weight_decay: float = 0.0  # the paper's HF Trainer default
+    seed: int = 42
+    eval_steps: int = 250  # the paper evaluates on STS-B dev every 250 steps and keeps the best
+    save_steps: int = 250  # checkpoints for resuming; with a dev set, at each evaluation
+    no_duplicates: bool = True  # no text twice in a batch: a duplicate is a false negative
+    gather_across_processes: bool = True  # under torchrun, negatives from every process (as the official code)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.pooler is not None and self.pooler not in POOLERS:
+            raise ValueError(f"pooler must be one of {POOLERS}, got {self.pooler!r}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.hard_negative_weight < 0:
+            raise ValueError(f"hard_negative_weight (alpha) must be >= 0, got {self.hard_negative_weight}")
+        for name in ("max_length", "batch_size", "eval_steps", "save_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_size < 2:
+            raise ValueError("batch_size must be >= 2: in-batch negatives need a second text")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.max_steps <= 0 and self.epochs <= 0:
+            raise ValueError("give epochs > 0 or max_steps > 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

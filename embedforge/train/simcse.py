@@ -1,0 +1,160 @@
+"""SimCSE (Gao, Yao & Chen, EMNLP 2021): the objective, its distributed form and the poolers.
+
+What is SimCSE-specific lives here; batching, optimisation, checkpoints, evaluation and DDP come
+from the sentence-transformers / transformers Trainer (see :mod:`embedforge.train.trainer`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from embedforge.models import pooling_name
+
+__all__ = ["simcse_loss", "gather_with_grad", "SimCSELoss", "prepare_model", "MLP_MODULE_NAME"]
+
+MLP_MODULE_NAME = "simcse_mlp"  # the training-only MLP of the cls_mlp pooler carries this attribute
+
+
+def simcse_loss(
+    z1: Tensor, z2: Tensor, z3: Tensor | None = None, *, temperature: float = 0.05, hard_negative_weight: float = 1.0
+) -> Tensor:
+    r"""The SimCSE contrastive loss on embeddings; the paper's Eq. 1 (unsup/pairs) and Eq. 5 (triplets).
+
+    With :math:`s(a, b)` the cosine similarity, :math:`\tau` the temperature and
+    :math:`\alpha` the hard-negative weight, for a batch of :math:`N`:
+
+    .. math::
+        \ell_i = -\log \frac{e^{s(h_i, h_i^+)/\tau}}
+        {\sum_{j=1}^N \left( e^{s(h_i, h_j^+)/\tau} + \alpha^{\mathbb{1}[i=j]} e^{s(h_i, h_j^-)/\tau} \right)}
+
+    and the loss is the mean of :math:`\ell_i`. Without ``z3`` the hard-negative term is absent
+    (Eq. 1: unsupervised SimCSE passes the same texts twice, so ``z1`` and ``z2`` differ only by
+    dropout). :math:`\alpha` multiplies the exponential of a text's *own* hard negative; the
+    official code adds :math:`\log\alpha` to that logit, which is the same thing. ``alpha = 0``
+    drops own hard negatives from the denominator (other rows' negatives stay).
+
+    Args:
+        z1: (N, d) anchors. z2: (N, d) positives. z3: (N, d) hard negatives or None.
+
+    Returns:
+        A scalar: cross-entropy of the (N, N) or (N, 2N) logits against the diagonal.
+    """
+    if z1.shape != z2.shape or (z3 is not None and z3.shape != z1.shape):
+        raise ValueError(f"shape mismatch: z1 {tuple(z1.shape)}, z2 {tuple(z2.shape)}, z3 {None if z3 is None else tuple(z3.shape)}")
+    a = F.normalize(z1, dim=-1)  # (N, d)
+    logits = a @ F.normalize(z2, dim=-1).T / temperature  # (N, N)
+    if z3 is not None:
+        neg = a @ F.normalize(z3, dim=-1).T / temperature  # (N, N)
+        if hard_negative_weight != 1.0:
+            log_alpha = math.log(hard_negative_weight) if hard_negative_weight > 0 else float("-inf")
+            neg = neg + torch.diag(neg.new_full((neg.shape[0],), log_alpha))  # log(alpha) on own negatives
+        logits = torch.cat([logits, neg], dim=1)  # (N, 2N)
+    labels = torch.arange(z1.shape[0], device=z1.device)  # (N,)
+    return F.cross_entropy(logits, labels)
+
+
+def gather_with_grad(x: Tensor) -> Tensor:
+    """Concatenate ``x`` from every process along dim 0, keeping the gradient of this process's part.
+
+    As the official SimCSE code does: ``all_gather`` (no gradient), then put the local tensor
+    back in its slot so gradients flow to this process's encoder. Every process then computes
+    the loss over the global batch. Without an initialised process group, returns ``x``.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    parts = [torch.zeros_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.contiguous())
+    parts[dist.get_rank()] = x
+    return torch.cat(parts, dim=0)  # (N * world, d)
+
+
+class SimCSELoss(nn.Module):
+    """sentence-transformers loss wrapper: encodes each column with its own forward pass (so two
+    columns holding the same text get two dropout masks), gathers across processes, then
+    calls :func:`simcse_loss`. Columns: (anchor, positive) or (anchor, positive, negative)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        temperature: float = 0.05,
+        hard_negative_weight: float = 1.0,
+        gather_across_processes: bool = True,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.temperature = temperature
+        self.hard_negative_weight = hard_negative_weight
+        self.gather_across_processes = gather_across_processes
+
+    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
+        embeddings = [self.model(features)["sentence_embedding"] for features in sentence_features]
+        if len(embeddings) not in (2, 3):
+            raise ValueError(f"SimCSE takes 2 or 3 text columns, got {len(embeddings)}")
+        if self.gather_across_processes:
+            embeddings = [gather_with_grad(e) for e in embeddings]
+        z3 = embeddings[2] if len(embeddings) == 3 else None
+        return simcse_loss(
+            embeddings[0],
+            embeddings[1],
+            z3,
+            temperature=self.temperature,
+            hard_negative_weight=self.hard_negative_weight,
+        )
+
+    def get_config_dict(self) -> dict[str, float]:
+        return {"temperature": self.temperature, "hard_negative_weight": self.hard_negative_weight}
+
+    @property
+    def citation(self) -> str:
+        return (
+            "@inproceedings{gao2021simcse, title={{SimCSE}: Simple Contrastive Learning of Sentence Embeddings},"
+            " author={Gao, Tianyu and Yao, Xingcheng and Chen, Danqi}, booktitle={EMNLP}, year={2021}}"
+        )
+
+
+def prepare_model(model: nn.Module, pooler: str | None, *, is_sentence_model: bool, mode: str) -> str:
+    """Set the pooling of a loaded SentenceTransformer for training, in place; returns the pooler used.
+
+    ``cls`` / ``mean`` replace the Pooling module's mode; ``cls_mlp`` uses CLS and inserts a
+    Dense(d, d, tanh) after pooling that :func:`strip_training_modules` removes before saving
+    (the paper's unsupervised setting: the MLP is used only in training). ``None`` keeps a
+    sentence-transformers model's pooling and uses the paper's choice for a plain transformer.
+    """
+    from sentence_transformers.models import Dense, Pooling
+
+    if pooler is None:
+        if is_sentence_model:
+            return pooling_name(next(m for m in model if isinstance(m, Pooling)))  # type: ignore[attr-defined]
+        pooler = "cls_mlp" if mode == "unsup" else "cls"
+    index = next(i for i, m in enumerate(model) if isinstance(m, Pooling))  # type: ignore[arg-type]
+    old = model[index]  # type: ignore[index]
+    dim = old.get_embedding_dimension() if hasattr(old, "get_embedding_dimension") else old.get_sentence_embedding_dimension()
+    model[index] = Pooling(dim, pooling_mode="cls" if pooler.startswith("cls") else "mean")  # type: ignore[index]
+    if pooler == "cls_mlp":
+        mlp = Dense(dim, dim, activation_function=nn.Tanh())
+        setattr(mlp, MLP_MODULE_NAME, True)
+        modules = list(model)  # type: ignore[call-overload]
+        modules.insert(index + 1, mlp)
+        for name in list(model._modules):
+            del model._modules[name]
+        for i, module in enumerate(modules):
+            model.add_module(str(i), module)
+    return pooler
+
+
+def strip_training_modules(model: nn.Module) -> nn.Module:
+    """A SentenceTransformer sharing ``model``'s modules minus the training-only MLP (no copy)."""
+    from sentence_transformers import SentenceTransformer
+
+    modules = [m for m in model if not getattr(m, MLP_MODULE_NAME, False)]  # type: ignore[attr-defined]
+    if len(modules) == len(model):  # type: ignore[arg-type]
+        return model
+    return SentenceTransformer(modules=modules, device=str(next(model.parameters()).device))

@@ -1,0 +1,164 @@
+"""SimCSE training on tiny random models: objectives, poolers, batching, dev selection, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from transformers import TrainerCallback
+
+from embedforge.config import SimCSEConfig
+from embedforge.encode import encode
+from embedforge.errors import InputError
+from embedforge.models import load_model, model_info, read_manifest
+from embedforge.train import simcse as simcse_module
+from embedforge.train.trainer import DevSet, partial_dir, train_simcse
+
+TEXTS = [f"sentence {i} about {['cats', 'dogs', 'ships', 'rain'][i % 4]} and number {i * 7}" for i in range(48)]
+
+
+@pytest.fixture()
+def text_file(tmp_path):
+    f = tmp_path / "texts.txt"
+    f.write_text("\n".join(TEXTS) + "\n")
+    return f
+
+
+def fast(**kw) -> SimCSEConfig:
+    return SimCSEConfig(**{"batch_size": 8, "max_steps": 3, "learning_rate": 1e-3, "save_steps": 2, **kw})
+
+
+def test_unsup_cls_mlp_trains_and_drops_the_mlp(tiny_hf_dir, text_file, tmp_path):
+    out = tmp_path / "m"
+    before = encode(load_model(tiny_hf_dir), TEXTS[:4])
+    result = train_simcse(str(tiny_hf_dir), text_file, out, fast(pooler="cls_mlp"), show_progress=False)
+    assert result.steps == 3 and result.pooler == "cls_mlp" and result.loss == "simcse-unsup"
+    model = load_model(out)
+    assert len(list(model)) == 2  # Transformer + Pooling: the training-only MLP is gone
+    assert model_info(model)["pooling"] == "cls"
+    after = encode(model, TEXTS[:4])
+    assert not np.allclose(before, after, atol=1e-3)  # weights moved
+    manifest = read_manifest(out)
+    assert manifest["training"]["pooler"] == "cls_mlp" and manifest["training"]["steps"] == 3  # type: ignore[index]
+    assert not partial_dir(out).exists()
+
+
+def test_default_pooler_keeps_a_sentence_models_pooling(tiny_model_dir, text_file, tmp_path):
+    result = train_simcse(str(tiny_model_dir), text_file, tmp_path / "m", fast(max_steps=1), show_progress=False)
+    assert result.pooler == "mean"
+    assert model_info(load_model(tmp_path / "m"))["pooling"] == "mean"
+
+
+def test_default_pooler_for_plain_transformers_follows_the_paper(tiny_hf_dir, tmp_path, text_file):
+    trip = tmp_path / "t.csv"
+    trip.write_text("sent0,sent1,hard_neg\n" + "".join(f"{a},{a} again,not {a}\n" for a in TEXTS[:16]))
+    sup = train_simcse(str(tiny_hf_dir), trip, tmp_path / "s", fast(mode="sup", max_steps=1), show_progress=False)
+    assert sup.pooler == "cls" and sup.loss == "simcse-sup-hardneg"
+    unsup = train_simcse(str(tiny_hf_dir), text_file, tmp_path / "u", fast(max_steps=1), show_progress=False)
+    assert unsup.pooler == "cls_mlp"
+
+
+def test_sup_triplets_pass_alpha_to_the_loss(tiny_hf_dir, tmp_path, monkeypatch):
+    seen: list[tuple[int, float]] = []
+    real = simcse_module.simcse_loss
+
+    def spy(z1, z2, z3=None, **kw):
+        seen.append((0 if z3 is None else z3.shape[0], kw["hard_negative_weight"]))
+        return real(z1, z2, z3, **kw)
+
+    monkeypatch.setattr(simcse_module, "simcse_loss", spy)
+    trip = tmp_path / "t.csv"
+    trip.write_text("sent0,sent1,hard_neg\n" + "".join(f"{a},{a} again,not {a}\n" for a in TEXTS[:16]))
+    train_simcse(str(tiny_hf_dir), trip, tmp_path / "m", fast(mode="sup", hard_negative_weight=2.5, max_steps=2),
+                 show_progress=False)
+    assert seen == [(8, 2.5), (8, 2.5)]
+
+
+def test_scored_pairs_use_cosent(tiny_hf_dir, tmp_path):
+    f = tmp_path / "s.csv"
+    f.write_text("sentence1,sentence2,score\n" + "".join(f"{a},{TEXTS[i + 1]},{i % 5}\n" for i, a in enumerate(TEXTS[:16])))
+    result = train_simcse(str(tiny_hf_dir), f, tmp_path / "m", fast(mode="sup", max_steps=1), show_progress=False)
+    assert result.loss == "cosent"
+
+
+def test_batches_hold_no_duplicate_texts(tiny_hf_dir, tmp_path, monkeypatch):
+    dup = tmp_path / "dup.txt"
+    dup.write_text("\n".join(TEXTS[:6] * 6) + "\n")  # 36 lines, 6 distinct texts
+    batches: list[list[tuple[int, ...]]] = []
+    real_forward = simcse_module.SimCSELoss.forward
+
+    def spy(self, features, labels=None):
+        features = list(features)
+        ids = features[0]["input_ids"]
+        batches.append([tuple(row.tolist()) for row in ids])
+        return real_forward(self, features, labels)
+
+    monkeypatch.setattr(simcse_module.SimCSELoss, "forward", spy)
+    train_simcse(str(tiny_hf_dir), dup, tmp_path / "m", fast(batch_size=4, max_steps=4), show_progress=False)
+    assert batches and all(len(set(b)) == len(b) for b in batches)
+
+
+def test_dev_set_is_evaluated_and_best_kept(tiny_hf_dir, text_file, tmp_path):
+    dev = DevSet(TEXTS[:10], TEXTS[10:20], [float(i % 5) for i in range(10)])
+    result = train_simcse(str(tiny_hf_dir), text_file, tmp_path / "m", fast(max_steps=4, eval_steps=2), dev=dev,
+                          show_progress=False)
+    assert result.best_dev is not None and -1.0 <= result.best_dev <= 1.0
+    assert read_manifest(tmp_path / "m")["evaluation"]["dev_spearman"] == pytest.approx(result.best_dev)  # type: ignore[index]
+
+
+class Interrupt(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == 3:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_run_resumes_from_its_last_checkpoint(tiny_hf_dir, text_file, tmp_path):
+    out = tmp_path / "m"
+    with pytest.raises(KeyboardInterrupt):
+        train_simcse(str(tiny_hf_dir), text_file, out, fast(max_steps=4), show_progress=False, callbacks=[Interrupt()])
+    assert not out.exists()  # never a half-written model at OUTPUT
+    assert (partial_dir(out) / "checkpoint-2").is_dir()
+    result = train_simcse(str(tiny_hf_dir), text_file, out, fast(max_steps=4), show_progress=False)
+    assert result.resumed_from is not None and result.resumed_from.endswith("checkpoint-2")
+    assert result.steps == 4
+    assert read_manifest(out)["training"]["steps"] == 4  # type: ignore[index]
+
+
+def test_bad_inputs_leave_nothing_behind(tiny_hf_dir, tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    with pytest.raises(InputError, match="empty file"):
+        train_simcse(str(tiny_hf_dir), empty, tmp_path / "m", fast())
+    one = tmp_path / "one.txt"
+    one.write_text("only one\n")
+    with pytest.raises(InputError, match="at least 2 texts"):
+        train_simcse(str(tiny_hf_dir), one, tmp_path / "m", fast())
+    wrong = tmp_path / "w.csv"
+    wrong.write_text("a,b\nx,y\n")
+    with pytest.raises(InputError, match="missing pair columns"):
+        train_simcse(str(tiny_hf_dir), wrong, tmp_path / "m", fast(mode="sup"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.txt", "one.txt", "w.csv"]
+
+
+def test_existing_output_is_not_overwritten_without_asking(tiny_hf_dir, text_file, tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "keep.txt").write_text("mine")
+    with pytest.raises(InputError, match="already exists"):
+        train_simcse(str(tiny_hf_dir), text_file, tmp_path / "m", fast())
+    assert (tmp_path / "m" / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [({"temperature": 0}, "temperature"), ({"batch_size": 1}, "batch_size"), ({"pooler": "max"}, "pooler"),
+     ({"hard_negative_weight": -1}, "alpha"), ({"mode": "semi"}, "mode")],
+)
+def test_config_validation(kw, message):
+    with pytest.raises(ValueError, match=message):
+        SimCSEConfig(**kw)
+
+
+def test_manifest_is_json_serialisable(tiny_hf_dir, text_file, tmp_path):
+    train_simcse(str(tiny_hf_dir), text_file, tmp_path / "m", fast(max_steps=1), show_progress=False)
+    json.loads((tmp_path / "m" / "embedforge.json").read_text())
