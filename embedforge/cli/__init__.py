@@ -22,6 +22,8 @@ __all__ = ["main", "build_parser"]
 # leaves its commands out rather than breaking the whole CLI.
 COMMAND_MODULES = (
     "embedforge.cli.core",
+    "embedforge.cli.explore",
+    "embedforge.cli.search",
 )
 
 

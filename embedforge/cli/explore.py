@@ -1,0 +1,236 @@
+"""``embedforge mine | dedupe | cluster | map`` — explore a corpus with a model."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from embedforge.errors import InputError
+
+__all__ = ["register"]
+
+METHOD_CHOICES = ["kmeans", "agglomerative", "community", "hdbscan"]
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="'minilm', a model directory or a hub id")
+    p.add_argument("--input", required=True, help="txt (one text per line), jsonl/csv/tsv/parquet (a text column)")
+    p.add_argument("--text-field", help="column holding the text (default: text/sentence/content/body)")
+    p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default 32)")
+
+
+def _cluster_args(p: argparse.ArgumentParser, default_method: str = "kmeans") -> None:
+    p.add_argument("--k", type=int, help="number of clusters (kmeans, agglomerative); default: chosen by silhouette")
+    p.add_argument("--method", choices=METHOD_CHOICES, default=default_method, help=f"default {default_method}")
+    p.add_argument("--threshold", type=float, default=0.75, help="community: cosine to the centre (default 0.75)")
+    p.add_argument("--min-cluster-size", type=int, default=5, help="community, hdbscan (default 5)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("mine", help="find paraphrase / near-duplicate pairs, write them as TSV")
+    _common(p)
+    p.add_argument("--output", required=True, help="PAIRS.tsv: score, i, j, text_i, text_j (0-based row numbers)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--threshold", type=float, help="all pairs with cosine >= T")
+    group.add_argument("--top-k", type=int, help="each text's K most similar others (default 10)")
+    p.add_argument("--max-pairs", type=int, help="keep only the best N pairs")
+    p.add_argument("--search", choices=["auto", "exact", "faiss"], default="auto",
+                   help="exact up to 100k texts, faiss IVF above (default auto)")
+    p.set_defaults(func=cmd_mine)
+
+    p = subparsers.add_parser("dedupe", help="drop near-duplicate texts, keep the first of each group")
+    _common(p)
+    p.add_argument("--output", required=True, help="DEDUPED.txt (one text per line) or .jsonl ({\"text\": …})")
+    p.add_argument("--threshold", type=float, default=0.95, help="cosine at or above which texts merge (default 0.95)")
+    p.add_argument("--report", help="REPORT.jsonl: one line per merged group (kept text, removed texts, scores)")
+    p.set_defaults(func=cmd_dedupe)
+
+    p = subparsers.add_parser("cluster", help="cluster texts into topics with keywords and central examples")
+    _common(p)
+    p.add_argument("--output", required=True, help="CLUSTERS.jsonl: one line per text (index, cluster, text)")
+    p.add_argument("--summary", help="also write a JSON summary per cluster (size, keywords, examples)")
+    _cluster_args(p)
+    p.set_defaults(func=cmd_cluster)
+
+    p = subparsers.add_parser("map", help="an interactive HTML map (and a PNG) of the texts, coloured by cluster")
+    _common(p)
+    p.add_argument("--output", required=True, help="MAP.html (self-contained, works offline)")
+    p.add_argument("--png", help="also write a static PNG picture")
+    p.add_argument("--projection", choices=["auto", "umap", "pca"], default="auto",
+                   help="auto: UMAP when umap-learn is installed, else PCA")
+    p.add_argument("--title", help="page title (default: the input file name)")
+    _cluster_args(p)
+    p.set_defaults(func=cmd_map)
+
+
+def _check_output(path: str, suffixes: tuple[str, ...]) -> Path:
+    out = Path(path)
+    if out.is_dir():
+        raise InputError("is a directory; expected a file path", out)
+    if out.suffix.lower() not in suffixes:
+        raise InputError(f"unsupported output type {out.suffix or '(none)'!r}; expected {' or '.join(suffixes)}", out)
+    return out
+
+
+def _load(args: argparse.Namespace, *, clustering: bool = False) -> tuple[list[str], Any]:
+    """Read and check the texts first (cheap errors before the model loads), then embed them."""
+    from embedforge.cluster import validate_texts
+    from embedforge.corpus import read_texts
+    from embedforge.encode import encode
+    from embedforge.models import load_model
+
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
+    texts = read_texts(args.input, text_field=args.text_field)
+    if clustering:
+        try:
+            texts = validate_texts(texts, args.k)
+        except InputError as err:
+            raise InputError(err.message, args.input) from None
+    model = load_model(args.model)
+    emb = encode(model, texts, batch_size=args.batch_size, show_progress=len(texts) > 1000 and sys.stderr.isatty())
+    return texts, emb
+
+
+def cmd_mine(args: argparse.Namespace) -> int:
+    from embedforge.io import atomic_write
+    from embedforge.mine import paraphrase_mining_embeddings
+
+    out = _check_output(args.output, (".tsv",))
+    top_k = None if args.threshold is not None else (10 if args.top_k is None else args.top_k)
+    if top_k is not None and top_k < 1:
+        raise InputError(f"--top-k must be >= 1, got {top_k}")
+    if args.threshold is not None and not -1 <= args.threshold <= 1:
+        raise InputError(f"--threshold is a cosine similarity in [-1, 1], got {args.threshold}")
+    texts, emb = _load(args)
+    i, j, score = paraphrase_mining_embeddings(
+        emb, top_k=top_k, threshold=args.threshold, max_pairs=args.max_pairs, method=args.search,
+        show_progress=sys.stderr.isatty() and len(texts) > 20_000,
+    )
+    with atomic_write(out) as f:
+        writer = csv.writer(f, delimiter="\t", lineterminator="\n")
+        writer.writerow(["score", "i", "j", "text_i", "text_j"])
+        for a, b, s in zip(i.tolist(), j.tolist(), score.tolist(), strict=True):
+            writer.writerow([f"{s:.4f}", a, b, texts[a], texts[b]])
+    print(f"{len(i)} pairs among {len(texts)} texts -> {out}")
+    return 0
+
+
+def cmd_dedupe(args: argparse.Namespace) -> int:
+    from embedforge.io import atomic_write
+    from embedforge.mine import dedupe
+
+    out = _check_output(args.output, (".txt", ".jsonl"))
+    report = _check_output(args.report, (".jsonl",)) if args.report else None
+    if not -1 <= args.threshold <= 1:
+        raise InputError(f"--threshold is a cosine similarity in [-1, 1], got {args.threshold}")
+    texts, emb = _load(args)
+    kept, groups = dedupe(texts, emb, args.threshold)
+    flattened = 0
+    with atomic_write(out) as f:
+        for idx in kept.tolist():
+            if out.suffix.lower() == ".jsonl":
+                f.write(json.dumps({"text": texts[idx]}, ensure_ascii=False) + "\n")
+            else:
+                text = texts[idx]
+                if "\n" in text or "\r" in text:
+                    flattened += 1
+                    text = " ".join(text.splitlines())
+                f.write(text + "\n")
+    if report is not None:
+        with atomic_write(report) as f:
+            for group in groups:
+                head, rest = group[0], group[1:]
+                f.write(json.dumps({
+                    "kept": head,
+                    "kept_text": texts[head],
+                    "removed": rest,
+                    "removed_texts": [texts[r] for r in rest],
+                    "scores": [round(float(emb[head] @ emb[r]), 4) for r in rest],  # cosine to the kept text
+                }, ensure_ascii=False) + "\n")
+    removed = len(texts) - len(kept)
+    note = f" ({flattened} multi-line texts joined into one line)" if flattened else ""
+    print(f"kept {len(kept)} of {len(texts)} texts; removed {removed} in {len(groups)} groups -> {out}{note}")
+    return 0
+
+
+def _clustering(args: argparse.Namespace, texts: list[str], emb: Any) -> Any:
+    from embedforge.cluster import cluster_embeddings
+
+    if args.k is not None and args.k < 1:
+        raise InputError(f"--k must be >= 1, got {args.k}")
+    return cluster_embeddings(
+        texts, emb, method=args.method, k=args.k, threshold=args.threshold,
+        min_cluster_size=args.min_cluster_size, seed=args.seed,
+    )
+
+
+def _print_summary(result: Any, texts: list[str]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{result.k} clusters ({result.method})")
+    for col in ("cluster", "size", "keywords", "most central text"):
+        table.add_column(col)
+    sizes = {c: int((result.labels == c).sum()) for c in result.keywords}
+    for c in sorted(result.keywords)[:30]:
+        example = texts[result.examples[c][0]] if result.examples.get(c) else ""
+        table.add_row(str(c), str(sizes[c]), ", ".join(result.keywords[c][:6]), example[:80])
+    noise = int((result.labels < 0).sum())
+    Console(stderr=False).print(table)
+    if noise:
+        print(f"{noise} texts in no cluster (noise)")
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    from embedforge.io import atomic_write, write_json
+
+    out = _check_output(args.output, (".jsonl",))
+    summary = _check_output(args.summary, (".json",)) if args.summary else None
+    texts, emb = _load(args, clustering=True)
+    result = _clustering(args, texts, emb)
+    with atomic_write(out) as f:
+        for idx, (text, label) in enumerate(zip(texts, result.labels.tolist(), strict=True)):
+            f.write(json.dumps({"index": idx, "cluster": label, "text": text}, ensure_ascii=False) + "\n")
+    if summary is not None:
+        write_json(summary, {
+            "method": result.method,
+            "k": result.k,
+            "noise": int((result.labels < 0).sum()),
+            "clusters": [
+                {"cluster": c, "size": int((result.labels == c).sum()), "keywords": result.keywords.get(c, []),
+                 "examples": [{"index": e, "text": texts[e]} for e in result.examples.get(c, [])]}
+                for c in sorted(result.keywords)
+            ],
+        })
+    _print_summary(result, texts)
+    print(f"{len(texts)} texts in {result.k} clusters -> {out}")
+    return 0
+
+
+def cmd_map(args: argparse.Namespace) -> int:
+    from embedforge.map import project_2d, resolve_projection, write_html, write_png
+
+    out = _check_output(args.output, (".html", ".htm"))
+    png = _check_output(args.png, (".png",)) if args.png else None
+    projection = resolve_projection(args.projection)
+    if png is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise InputError("--png needs matplotlib: pip install 'embedforge[explore]'") from None
+    texts, emb = _load(args, clustering=True)
+    result = _clustering(args, texts, emb)
+    coords = project_2d(emb, method="umap" if projection == "umap" else "pca")
+    title = args.title or f"{Path(args.input).name}: {len(texts)} texts, {result.k} clusters"
+    if png is not None:
+        write_png(png, coords, result.labels, keywords=result.keywords, title=title)
+    write_html(out, coords, texts, result.labels, keywords=result.keywords, title=title)
+    extra = f" and {png}" if png else ""
+    print(f"{len(texts)} texts, {result.k} clusters, {projection.upper()} projection -> {out}{extra}")
+    return 0

@@ -1,0 +1,346 @@
+"""A picture of a corpus: 2D projection, a self-contained interactive HTML page, a PNG.
+
+* :func:`project_2d` — UMAP (cosine, seeded) when ``umap-learn`` is installed, else PCA.
+* :func:`render_html` / :func:`write_html` — one HTML file, no network: the data sits inline as
+  JSON and a small inline script draws the points on a ``<canvas>``. Hover shows a text and its
+  cluster's keywords, colour = cluster, a search box (or ``#q=word`` in the URL) highlights the
+  texts containing a string. When drawn the script sets ``data-points-drawn``, ``data-matches``
+  and ``data-painted-pixels`` on ``<body>`` so a headless browser can check the result.
+* :func:`write_png` — a static picture with matplotlib (Agg backend).
+
+Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import html
+import io
+import json
+import logging
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from embedforge.errors import InputError
+from embedforge.io import atomic_write
+
+__all__ = ["Projection", "resolve_projection", "project_2d", "cluster_colors", "render_html", "write_html", "write_png"]
+
+logger = logging.getLogger(__name__)
+
+Projection = Literal["auto", "umap", "pca"]
+UMAP_MIN_POINTS = 16  # below this UMAP's neighbour graph is degenerate; PCA is used instead
+HOVER_TEXT_CHARS = 600  # texts are cut to this many characters in the HTML page
+NOISE_COLOR = "#b0b0b0"
+# 20 distinguishable colours; clusters past 20 get golden-angle hues (see cluster_colors)
+PALETTE = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+    "#bcbd22", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d",
+    "#31a354", "#756bb1", "#636363", "#fd8d3c",
+)  # fmt: skip
+
+
+def resolve_projection(method: Projection = "auto") -> str:
+    """``"umap"`` or ``"pca"``: ``auto`` is UMAP when ``umap-learn`` imports, else PCA."""
+    if method not in ("auto", "umap", "pca"):
+        raise InputError(f"unknown projection {method!r}; expected auto, umap or pca")
+    if method == "pca":
+        return "pca"
+    try:
+        import umap  # noqa: F401
+    except ImportError as err:
+        if method == "umap":
+            raise InputError("projection 'umap' needs umap-learn: pip install 'embedforge[explore]'") from err
+        return "pca"
+    return "umap"
+
+
+def project_2d(emb: np.ndarray, *, method: Projection = "auto", seed: int = 0) -> np.ndarray:
+    """2D coordinates (n, 2) float32 for embeddings (n, dim), scaled into [0, 1] on each axis.
+
+    UMAP: ``UMAP(n_components=2, n_neighbors=min(15, n-1), min_dist=0.1, metric="cosine",
+    random_state=seed)`` (seeded, hence single-threaded and reproducible). PCA: the first two
+    principal components of the L2-normalised rows. Fewer than :data:`UMAP_MIN_POINTS` points use PCA.
+    """
+    x = np.asarray(emb, dtype=np.float32)
+    if x.ndim != 2:
+        raise InputError(f"embeddings must be a 2-D (n, dim) array, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise InputError("embeddings hold NaN or infinite values")
+    n = len(x)
+    if n == 0:
+        return np.zeros((0, 2), dtype=np.float32)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    chosen = resolve_projection(method)
+    if chosen == "umap" and n >= UMAP_MIN_POINTS:
+        import umap
+
+        reducer = umap.UMAP(
+            n_components=2, n_neighbors=min(15, n - 1), min_dist=0.1, metric="cosine", random_state=seed
+        )
+        with warnings.catch_warnings():  # "n_jobs overridden by random_state": seeded on purpose
+            warnings.filterwarnings("ignore", message=".*n_jobs.*", category=UserWarning)
+            coords = np.asarray(reducer.fit_transform(x), dtype=np.float64)
+    else:
+        centered = x - x.mean(axis=0)  # (n, dim)
+        _, _, vt = np.linalg.svd(centered.astype(np.float64), full_matrices=False)  # principal axes
+        coords = centered @ vt[:2].T if vt.shape[0] >= 2 else np.zeros((n, 2))
+        if coords.shape[1] < 2:
+            coords = np.pad(coords, ((0, 0), (0, 2 - coords.shape[1])))
+        signs = np.sign(coords[np.argmax(np.abs(coords), axis=0), [0, 1]])  # a fixed sign per axis
+        coords = coords * np.where(signs == 0, 1, signs)
+    lo, span = coords.min(axis=0), np.ptp(coords, axis=0)
+    return ((coords - lo) / np.where(span > 0, span, 1.0)).astype(np.float32)
+
+
+def cluster_colors(labels: np.ndarray) -> dict[int, str]:
+    """A hex colour per label: :data:`PALETTE` in order, golden-angle hues past it, grey for ``-1``."""
+    out: dict[int, str] = {}
+    for c in sorted(set(np.asarray(labels).tolist())):
+        if c < 0:
+            out[c] = NOISE_COLOR
+        elif c < len(PALETTE):
+            out[c] = PALETTE[c]
+        else:
+            r, g, b = colorsys.hls_to_rgb((c * 0.618033988749895) % 1.0, 0.45, 0.65)
+            out[c] = f"#{int(r * 255):02x}{int(g * 255):02x}{int(b * 255):02x}"
+    return out
+
+
+def _check(coords: np.ndarray, n: int, labels: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    xy = np.asarray(coords, dtype=np.float64)
+    if xy.ndim != 2 or xy.shape[1] != 2 or len(xy) != n:
+        raise InputError(f"expected coordinates of shape ({n}, 2), got {xy.shape}")
+    lab = np.zeros(n, dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64)
+    if lab.shape != (n,):
+        raise InputError(f"expected {n} labels, got shape {lab.shape}")
+    return xy, lab
+
+
+def render_html(
+    coords: np.ndarray,
+    texts: Sequence[str],
+    labels: np.ndarray | None = None,
+    *,
+    keywords: Mapping[int, Sequence[str]] | None = None,
+    title: str = "embedforge map",
+) -> str:
+    """The interactive page as one HTML string (inline data and script, nothing fetched)."""
+    xy, lab = _check(coords, len(texts), labels)
+    colors = cluster_colors(lab)
+    sizes = {c: int((lab == c).sum()) for c in colors}
+    data = {
+        "x": np.round(xy[:, 0], 5).tolist(),
+        "y": np.round(xy[:, 1], 5).tolist(),
+        "t": [t if len(t) <= HOVER_TEXT_CHARS else t[: HOVER_TEXT_CHARS - 1] + "…" for t in texts],
+        "c": lab.tolist(),
+        "clusters": [
+            {"id": c, "color": colors[c], "size": sizes[c], "keywords": list((keywords or {}).get(c, []))}
+            for c in sorted(colors, key=lambda c: (c < 0, c))
+        ],
+    }
+    payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    # inside <script> only "</" could end the element early; \u escapes keep the JSON valid
+    payload = payload.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    payload = payload.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    return _TEMPLATE.replace("__TITLE__", html.escape(title)).replace("__DATA__", payload)
+
+
+def write_html(
+    path: str | os.PathLike[str],
+    coords: np.ndarray,
+    texts: Sequence[str],
+    labels: np.ndarray | None = None,
+    *,
+    keywords: Mapping[int, Sequence[str]] | None = None,
+    title: str = "embedforge map",
+) -> Path:
+    """Write :func:`render_html`'s page to ``path`` atomically; returns the path."""
+    page = render_html(coords, texts, labels, keywords=keywords, title=title)
+    with atomic_write(path) as f:
+        f.write(page)
+    return Path(path)
+
+
+def write_png(
+    path: str | os.PathLike[str],
+    coords: np.ndarray,
+    labels: np.ndarray | None = None,
+    *,
+    keywords: Mapping[int, Sequence[str]] | None = None,
+    title: str = "embedforge map",
+    max_labels: int = 20,
+) -> Path:
+    """A scatter plot PNG (matplotlib, Agg), written atomically; the ``max_labels`` largest
+    clusters are annotated with their first three keywords at their median position."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=True)
+        from matplotlib.figure import Figure
+    except ImportError as err:
+        raise InputError("the PNG map needs matplotlib: pip install 'embedforge[explore]'") from err
+    xy, lab = _check(coords, len(coords), labels)
+    colors = cluster_colors(lab)
+    fig = Figure(figsize=(10, 8), dpi=120)
+    ax = fig.add_subplot(1, 1, 1)
+    size = float(np.clip(3000 / max(len(xy), 1), 2, 40))
+    ax.scatter(xy[:, 0], xy[:, 1], s=size, c=[colors[c] for c in lab.tolist()], alpha=0.75, linewidths=0)
+    by_size = sorted((c for c in colors if c >= 0), key=lambda c: -int((lab == c).sum()))
+    for c in by_size[:max_labels]:
+        words = list((keywords or {}).get(c, []))[:3]
+        mx, my = np.median(xy[lab == c], axis=0)
+        ax.annotate(
+            f"{c}: " + ", ".join(words) if words else str(c), (mx, my), fontsize=7, ha="center",
+            bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": colors[c], "alpha": 0.8},
+        )
+    ax.set_title(title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    with atomic_write(path, "wb") as f:
+        f.write(buf.getvalue())
+    return Path(path)
+
+
+_TEMPLATE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>__TITLE__</title>
+<style>
+  html, body { margin: 0; height: 100%; font: 14px system-ui, sans-serif; color: #222; }
+  body { display: flex; flex-direction: column; }
+  header { display: flex; gap: 12px; align-items: center; padding: 8px 12px; border-bottom: 1px solid #ddd; }
+  header h1 { font-size: 16px; margin: 0; font-weight: 600; }
+  #search { flex: 0 1 320px; padding: 4px 8px; font-size: 14px; }
+  #status { color: #666; }
+  main { flex: 1; display: flex; min-height: 0; }
+  #plot { flex: 1; position: relative; min-width: 0; }
+  canvas { width: 100%; height: 100%; display: block; }
+  #legend { width: 280px; overflow-y: auto; border-left: 1px solid #ddd; padding: 8px; font-size: 12px; }
+  #legend div { margin: 3px 0; }
+  #legend span.sw { display: inline-block; width: 10px; height: 10px; border-radius: 5px; margin-right: 6px; }
+  #tip { position: absolute; pointer-events: none; display: none; max-width: 380px; background: #fff;
+         border: 1px solid #999; border-radius: 4px; padding: 6px 8px; box-shadow: 0 2px 6px rgba(0,0,0,.2); }
+  #tip small { color: #666; display: block; margin-top: 4px; }
+</style>
+</head>
+<body>
+<header><h1>__TITLE__</h1>
+  <input id="search" type="search" placeholder="highlight texts containing…" aria-label="search texts">
+  <span id="status"></span></header>
+<main><div id="plot"><canvas id="canvas"></canvas><div id="tip"></div></div><div id="legend"></div></main>
+<script id="data" type="application/json">__DATA__</script>
+<script>
+(function () {
+  "use strict";
+  var D = JSON.parse(document.getElementById("data").textContent);
+  var n = D.t.length, color = {}, kw = {};
+  D.clusters.forEach(function (c) { color[c.id] = c.color; kw[c.id] = c.keywords; });
+  var lower = D.t.map(function (t) { return t.toLowerCase(); });
+  var canvas = document.getElementById("canvas"), ctx = canvas.getContext("2d");
+  var tip = document.getElementById("tip"), box = document.getElementById("search");
+  var status = document.getElementById("status"), plot = document.getElementById("plot");
+  var px = new Float64Array(n), py = new Float64Array(n), match = null, grid = {}, CELL = 16, PAD = 14;
+
+  function layout() {
+    var r = plot.getBoundingClientRect(), dpr = window.devicePixelRatio || 1;
+    var w = Math.max(r.width, 50), h = Math.max(r.height, 50);
+    canvas.width = Math.round(w * dpr); canvas.height = Math.round(h * dpr);
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    grid = {};
+    for (var i = 0; i < n; i++) {
+      px[i] = PAD + D.x[i] * (w - 2 * PAD); py[i] = PAD + (1 - D.y[i]) * (h - 2 * PAD);
+      var key = Math.floor(px[i] / CELL) + "," + Math.floor(py[i] / CELL);
+      (grid[key] = grid[key] || []).push(i);
+    }
+    return [w, h];
+  }
+  function draw() {
+    var size = layout(), drawn = 0, radius = n > 20000 ? 1.5 : n > 3000 ? 2.5 : 3.5;
+    ctx.clearRect(0, 0, size[0], size[1]);
+    for (var pass = 0; pass < 2; pass++) {          // non-matches first, highlighted matches on top
+      for (var i = 0; i < n; i++) {
+        var hit = match !== null && match[i];
+        if ((pass === 1) !== hit) continue;
+        ctx.globalAlpha = match === null ? 0.8 : (hit ? 1 : 0.12);
+        ctx.fillStyle = color[D.c[i]] || "#888";
+        ctx.beginPath();
+        ctx.arc(px[i], py[i], hit ? radius + 2 : radius, 0, 2 * Math.PI);
+        ctx.fill();
+        if (hit) { ctx.lineWidth = 1.5; ctx.strokeStyle = "#000"; ctx.stroke(); }
+        drawn++;
+      }
+    }
+    ctx.globalAlpha = 1;
+    document.body.dataset.pointsDrawn = String(drawn);
+    document.body.dataset.paintedPixels = String(painted());
+  }
+  function painted() {
+    try {
+      var img = ctx.getImageData(0, 0, canvas.width, canvas.height).data, count = 0;
+      for (var k = 3; k < img.length; k += 4) if (img[k] > 0) count++;
+      return count;
+    } catch (e) { return -1; }
+  }
+  function search(q) {
+    q = q.trim().toLowerCase();
+    var count = 0;
+    if (!q) { match = null; status.textContent = n + " texts"; }
+    else {
+      match = lower.map(function (t) { return t.indexOf(q) >= 0; });
+      match.forEach(function (m) { if (m) count++; });
+      status.textContent = count + " of " + n + " texts contain \\u201c" + q + "\\u201d";
+    }
+    document.body.dataset.matches = String(count);
+    draw();
+  }
+  function nearest(mx, my) {
+    var best = -1, bestD = 64, cx = Math.floor(mx / CELL), cy = Math.floor(my / CELL);
+    for (var dx = -1; dx <= 1; dx++) for (var dy = -1; dy <= 1; dy++) {
+      (grid[(cx + dx) + "," + (cy + dy)] || []).forEach(function (i) {
+        var d = (px[i] - mx) * (px[i] - mx) + (py[i] - my) * (py[i] - my);
+        if (d < bestD) { bestD = d; best = i; }
+      });
+    }
+    return best;
+  }
+  canvas.addEventListener("mousemove", function (ev) {
+    var r = canvas.getBoundingClientRect(), i = nearest(ev.clientX - r.left, ev.clientY - r.top);
+    if (i < 0) { tip.style.display = "none"; return; }
+    tip.textContent = D.t[i];
+    var small = document.createElement("small"), c = D.c[i];
+    small.textContent = c < 0 ? "no cluster" : "cluster " + c + (kw[c] && kw[c].length ? ": " + kw[c].join(", ") : "");
+    tip.appendChild(small);
+    tip.style.display = "block";
+    tip.style.left = Math.min(ev.clientX - r.left + 12, r.width - 390) + "px";
+    tip.style.top = (ev.clientY - r.top + 12) + "px";
+  });
+  canvas.addEventListener("mouseleave", function () { tip.style.display = "none"; });
+  box.addEventListener("input", function () { search(box.value); });
+  var legend = document.getElementById("legend");
+  D.clusters.forEach(function (c) {
+    var row = document.createElement("div"), sw = document.createElement("span");
+    sw.className = "sw"; sw.style.background = c.color; row.appendChild(sw);
+    row.appendChild(document.createTextNode((c.id < 0 ? "noise" : "cluster " + c.id) + " (" + c.size + ")" +
+      (c.keywords.length ? ": " + c.keywords.join(", ") : "")));
+    legend.appendChild(row);
+  });
+  window.addEventListener("resize", draw);
+  var initial = /^#q=(.*)$/.exec(location.hash);
+  box.value = initial ? decodeURIComponent(initial[1]) : "";
+  search(box.value);
+})();
+</script>
+</body>
+</html>
+"""
