@@ -1,0 +1,177 @@
+"""``embedforge index``, ``embedforge search`` and ``embedforge train-reranker``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from embedforge.errors import InputError
+
+__all__ = ["register", "read_queries", "write_run"]
+
+QUERY_BATCH = 256  # queries encoded and searched per batch
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser("index", help="embed a corpus into a collection on disk (resumable)")
+    p.add_argument("--model", required=True, help="'minilm', a model directory or a hub id")
+    p.add_argument("--input", required=True, help="corpus: .txt/.jsonl/.csv/.tsv/.parquet or a BEIR folder / corpus.jsonl")
+    p.add_argument("--collection", required=True, help="collection directory (created, or added to)")
+    p.add_argument("--index", default="auto", help="index spec: auto (default), exact, Flat, HNSW32, IVF1024,PQ32, int8, binary, milvus[:URI]")
+    p.add_argument("--query-prefix", default="", help="prepended to every query (asymmetric models, e.g. 'query: ')")
+    p.add_argument("--document-prefix", default="", help="prepended to every document (e.g. 'passage: ')")
+    p.add_argument("--upsert", action="store_true", help="replace documents whose id is already in the collection")
+    p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
+    p.add_argument("--chunk-size", type=int, default=4096, help="documents per checkpoint (resume granularity)")
+    p.add_argument("--limit", type=int, help="index only the first N documents (smoke tests)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_index)
+
+    p = subparsers.add_parser("search", help="query a collection: a queries file to a TREC run, or one --query")
+    p.add_argument("--collection", required=True, help="collection directory")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--queries", help="queries.jsonl (BEIR: _id, text) or a csv/tsv with id,text")
+    source.add_argument("--query", help="one query; prints a readable result list")
+    p.add_argument("--top-k", type=int, default=10, help="results per query (default 10)")
+    p.add_argument("--output", help="RUN.tsv: query-id, doc-id, rank, score per line (required with --queries)")
+    p.add_argument("--mode", choices=["dense", "bm25", "hybrid"], default="dense")
+    p.add_argument("--fusion", choices=["rrf", "score"], default=None, help="hybrid fusion (default rrf)")
+    p.add_argument("--rerank", metavar="CROSS_ENCODER_DIR", help="re-rank the top candidates with this cross-encoder")
+    p.add_argument("--rerank-top", type=int, default=30, help="candidates re-ranked per query (default 30)")
+    p.add_argument("--where", help='metadata filter as JSON, e.g. \'{"lang": "en", "year": {"$gte": 2020}}\'')
+    p.add_argument("--limit", type=int, help="search only the first N queries (smoke tests)")
+    p.set_defaults(func=cmd_search)
+
+    p = subparsers.add_parser("train-reranker", help="train a cross-encoder re-ranker on labelled pairs")
+    p.add_argument("--model", required=True, help="initial weights: 'minilm', a model directory or a hub id")
+    p.add_argument("--train-file", required=True, help="pairs (csv/tsv/jsonl: query,document,label or sentence1,sentence2,score) or a BEIR folder")
+    p.add_argument("--output", required=True, help="directory for the cross-encoder (written only when done)")
+    p.add_argument("--split", default="train", help="BEIR folder: the qrels split to train on (default train)")
+    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--max-steps", type=int, default=-1, help="stop after N optimiser steps (overrides --epochs)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=2e-5)
+    p.add_argument("--max-length", type=int, default=256, help="max tokens of query + document")
+    p.add_argument("--negatives", type=int, default=4, help="BEIR folder: BM25 hard negatives per positive")
+    p.add_argument("--max-pairs", type=int, help="train on a seeded sample of at most N pairs")
+    p.add_argument("--seed", type=int, default=42)
+    p.set_defaults(func=cmd_train_reranker)
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from embedforge.collection import index_documents, read_corpus
+
+    docs = read_corpus(args.input)
+    if args.limit is not None:
+        docs = docs[: max(0, args.limit)]
+    if not docs:
+        raise InputError("no documents to index", args.input)
+    coll = index_documents(
+        args.collection, args.model, docs, index_spec=args.index, query_prefix=args.query_prefix,
+        document_prefix=args.document_prefix, upsert=args.upsert, batch_size=args.batch_size,
+        chunk_size=args.chunk_size, show_progress=not args.no_progress and sys.stderr.isatty(),
+    )
+    print(f"indexed {len(docs)} documents into {args.collection} ({len(coll)} in all, index {coll.manifest['index']})")
+    return 0
+
+
+def read_queries(path: str | Path) -> list[tuple[str, str]]:
+    """(query id, text) pairs from a BEIR queries.jsonl (``_id``, ``text``) or a table with id/text columns."""
+    from embedforge.corpus import read_records
+
+    rows = read_records(path)
+    names = rows[0][1].keys()
+    id_col = next((c for c in ("_id", "id", "query_id", "query-id", "qid") if c in names), None)
+    text_col = next((c for c in ("text", "query") if c in names), None)
+    if id_col is None or text_col is None:
+        raise InputError(f"expected query columns _id (or id) and text (found: {', '.join(names)})", path)
+    out: list[tuple[str, str]] = []
+    seen: dict[str, int] = {}
+    for line, row in rows:
+        qid, text = str(row.get(id_col, "")).strip(), row.get(text_col)
+        if not qid or not isinstance(text, str) or not text.strip():
+            raise InputError(f"empty query id or text (columns {id_col}, {text_col})", path, line)
+        if qid in seen:
+            raise InputError(f"duplicate query id {qid!r} (first on line {seen[qid]})", path, line)
+        seen[qid] = line
+        out.append((qid, text))
+    return out
+
+
+def write_run(path: str | Path, run: list[tuple[str, list[Any]]]) -> None:
+    """TREC-style run lines ``query-id<TAB>doc-id<TAB>rank<TAB>score`` (rank from 1), atomically."""
+    from embedforge.io import atomic_write
+
+    with atomic_write(path) as f:
+        for qid, hits in run:
+            for rank, hit in enumerate(hits, 1):
+                f.write(f"{qid}\t{hit.id}\t{rank}\t{hit.score:.6f}\n")
+
+
+def _search_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    where = None
+    if args.where:
+        try:
+            where = json.loads(args.where)
+        except json.JSONDecodeError as err:
+            raise InputError(f"--where is not valid JSON: {err.msg}") from None
+        if not isinstance(where, dict):
+            raise InputError("--where must be a JSON object, e.g. '{\"lang\": \"en\"}'")
+    rerank = None
+    if args.rerank:
+        from embedforge.search import load_cross_encoder
+
+        rerank = load_cross_encoder(args.rerank)
+    out: dict[str, Any] = {"top_k": args.top_k, "mode": args.mode, "where": where, "rerank": rerank, "rerank_top": args.rerank_top}
+    if args.fusion:
+        out["fusion"] = args.fusion
+    return out
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from embedforge.collection import Collection
+
+    if args.top_k < 1:
+        raise InputError(f"--top-k must be >= 1, got {args.top_k}")
+    coll = Collection.open(args.collection)
+    kwargs = _search_kwargs(args)
+    if args.query is not None:
+        hits = coll.search([args.query], **kwargs)[0]
+        if args.output:
+            write_run(args.output, [("query", hits)])
+        for rank, hit in enumerate(hits, 1):
+            text = " ".join(hit.text.split())
+            print(f"{rank:>3}. {hit.score:8.4f}  {hit.id}  {text[:100]}{'…' if len(text) > 100 else ''}")
+        if not hits:
+            print("no results")
+        return 0
+    if not args.output:
+        raise InputError("--queries needs --output RUN.tsv")
+    queries = read_queries(args.queries)
+    if args.limit is not None:
+        queries = queries[: max(0, args.limit)]
+    run: list[tuple[str, list[Any]]] = []
+    for start in range(0, len(queries), QUERY_BATCH):
+        batch = queries[start : start + QUERY_BATCH]
+        results = coll.search([t for _, t in batch], **kwargs)
+        run.extend((qid, hits) for (qid, _), hits in zip(batch, results, strict=True))
+    write_run(args.output, run)
+    print(f"wrote {sum(len(h) for _, h in run)} results for {len(run)} queries to {args.output}")
+    return 0
+
+
+def cmd_train_reranker(args: argparse.Namespace) -> int:
+    from embedforge.rerank import RerankerConfig, mine_beir_pairs, read_labelled_pairs, train_reranker
+
+    config = RerankerConfig(
+        epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
+        max_length=args.max_length, negatives=args.negatives, max_pairs=args.max_pairs, seed=args.seed,
+    )
+    source = Path(args.train_file)
+    pairs = mine_beir_pairs(source, args.split, config) if source.is_dir() else read_labelled_pairs(source)
+    out = train_reranker(args.model, pairs, args.output, config)
+    print(f"trained a re-ranker on {min(len(pairs), args.max_pairs or len(pairs))} pairs; saved to {out}")
+    return 0

@@ -1,0 +1,241 @@
+"""Train a cross-encoder re-ranker from labelled pairs (``embedforge train-reranker``).
+
+No pretrained cross-encoder can be downloaded here, so the re-ranker starts from an embedding
+model's transformer weights (sentence-transformers converts a SentenceTransformer directory into
+a ``CrossEncoder`` with a fresh 1-logit head) and learns relevance with binary cross-entropy:
+
+    L = −[y log σ(s) + (1 − y) log(1 − σ(s))],   s = f([CLS] query [SEP] document [SEP])
+
+on labelled pairs with y ∈ [0, 1] (graded scores are divided by the largest grade). Training is
+sentence-transformers' ``CrossEncoderTrainer`` + ``BinaryCrossEntropyLoss``; we add the data
+readers and BM25 hard-negative mining for BEIR folders.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from embedforge.errors import InputError
+
+__all__ = ["RerankerConfig", "LabelledPairs", "read_labelled_pairs", "mine_beir_pairs", "train_reranker", "MANIFEST_NAME"]
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_NAME = "embedforge_reranker.json"
+MANIFEST_FORMAT = "embedforge-reranker/1"
+
+# (first text, second text, label) header spellings, in order of preference
+PAIR_HEADERS = (
+    ("query", "document", "label"),
+    ("sentence1", "sentence2", "score"),
+    ("query", "passage", "label"),
+    ("text1", "text2", "label"),
+    ("text1", "text2", "score"),
+)
+
+
+@dataclass(frozen=True)
+class RerankerConfig:
+    epochs: float = 1.0  # passes over the pairs
+    max_steps: int = -1  # stop after N optimiser steps (overrides epochs when > 0)
+    batch_size: int = 16  # pairs per step; a CPU-sized default
+    lr: float = 2e-5  # AdamW learning rate, the usual for fine-tuning BERT-sized cross-encoders
+    warmup_ratio: float = 0.1  # linear warm-up over this fraction of the steps
+    max_length: int = 256  # tokens of query + document (SciFact abstracts average ~300 words)
+    negatives: int = 4  # BEIR mining: hard negatives per positive
+    mine_depth: int = 30  # BEIR mining: negatives are drawn from BM25's top N non-relevant documents
+    max_pairs: int | None = None  # keep at most this many pairs (a seeded sample), None = all
+    seed: int = 42  # data sampling and training
+
+
+@dataclass(frozen=True)
+class LabelledPairs:
+    first: list[str]
+    second: list[str]
+    labels: list[float]  # in [0, 1]
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def read_labelled_pairs(path: str | os.PathLike[str]) -> LabelledPairs:
+    """Pairs from a csv / tsv / jsonl / parquet table with one of the :data:`PAIR_HEADERS`."""
+    from embedforge.corpus import read_records
+
+    path = Path(path)
+    rows = read_records(path)
+    names = list(rows[0][1])
+    header = next((h for h in PAIR_HEADERS if all(c in names for c in h)), None)
+    if header is None:
+        expected = "; ".join(",".join(h) for h in PAIR_HEADERS)
+        raise InputError(f"missing pair columns: expected one of [{expected}] (found: {', '.join(names)})", path)
+    a, b, y = header
+    first, second, labels = [], [], []
+    for line, row in rows:
+        for col in (a, b):
+            if not isinstance(row.get(col), str) or not row[col].strip():
+                raise InputError(f"empty or non-text {col!r}", path, line)
+        try:
+            label = float(row[y])
+        except (TypeError, ValueError):
+            raise InputError(f"column {y!r} holds {row[y]!r}, expected a number", path, line) from None
+        if label < 0:
+            raise InputError(f"negative {y!r} {label}; expected a relevance >= 0", path, line)
+        first.append(row[a])
+        second.append(row[b])
+        labels.append(label)
+    top = max(labels)
+    if top > 1:  # graded (e.g. STS 0-5): scale to [0, 1]
+        labels = [v / top for v in labels]
+    if len(set(labels)) < 2:
+        raise InputError("all labels are equal; a re-ranker needs relevant and non-relevant pairs", path)
+    return LabelledPairs(first, second, labels, str(path))
+
+
+def mine_beir_pairs(folder: str | os.PathLike[str], split: str = "train", config: RerankerConfig = RerankerConfig()) -> LabelledPairs:
+    """Positives from ``qrels/{split}.tsv`` and BM25-mined hard negatives from a BEIR folder.
+
+    For every judged query: each relevant document is a positive (label 1); ``negatives`` per
+    positive are sampled (seeded) from BM25's top ``mine_depth`` documents that are not judged
+    relevant (label 0) — hard, since they share words with the query; random documents fill in
+    when BM25 finds too few.
+    """
+    import csv
+
+    from embedforge.collection import join_title
+    from embedforge.corpus import read_documents, read_records
+    from embedforge.search import BM25Index
+
+    folder = Path(folder)
+    qrels_file = folder / "qrels" / f"{split}.tsv"
+    if not qrels_file.is_file():
+        raise InputError(f"no qrels for split {split!r}; expected qrels/{split}.tsv", folder)
+    docs = read_documents(folder)
+    texts = [join_title(d.title, d.text) for d in docs]
+    row_of = {d.id: i for i, d in enumerate(docs)}
+    queries = {str(r.get("_id")): str(r.get("text", "")) for _, r in read_records(folder / "queries.jsonl")}
+    relevant: dict[str, set[str]] = {}
+    with open(qrels_file, encoding="utf-8") as f:
+        for line, row in enumerate(csv.reader(f, delimiter="\t"), 1):
+            if line == 1 and not row[-1].strip().lstrip("-").isdigit():
+                continue  # header
+            if len(row) < 3:
+                raise InputError("expected query-id, corpus-id, score", qrels_file, line)
+            if int(row[2]) > 0 and row[0] in queries and row[1] in row_of:
+                relevant.setdefault(row[0], set()).add(row[1])
+    if not relevant:
+        raise InputError("no judged query with a known document", qrels_file)
+    qids = sorted(relevant)
+    bm25 = BM25Index.build(texts)
+    _, top = bm25.search([queries[q] for q in qids], config.mine_depth + 10)
+    rng = random.Random(config.seed)
+    first, second, labels = [], [], []
+    for qid, rows in zip(qids, top, strict=True):
+        pos = relevant[qid]
+        pool = [int(r) for r in rows if r >= 0 and docs[int(r)].id not in pos][: config.mine_depth]
+        if len(pool) < config.negatives:  # few documents share a word with the query: add random ones
+            others = [r for r in range(len(docs)) if docs[r].id not in pos and r not in pool]
+            pool += rng.sample(others, min(config.negatives - len(pool), len(others)))
+        for doc_id in sorted(pos):
+            first.append(queries[qid])
+            second.append(texts[row_of[doc_id]])
+            labels.append(1.0)
+            for r in rng.sample(pool, min(config.negatives, len(pool))):
+                first.append(queries[qid])
+                second.append(texts[r])
+                labels.append(0.0)
+    return LabelledPairs(first, second, labels, f"{folder} qrels/{split}.tsv + BM25 negatives")
+
+
+def _sample(pairs: LabelledPairs, limit: int | None, seed: int) -> LabelledPairs:
+    if limit is None or len(pairs) <= limit:
+        return pairs
+    idx = sorted(random.Random(seed).sample(range(len(pairs)), limit))
+    return LabelledPairs([pairs.first[i] for i in idx], [pairs.second[i] for i in idx], [pairs.labels[i] for i in idx], pairs.source)
+
+
+def _warmup(ratio: float) -> dict[str, Any]:
+    """transformers v5 takes the warm-up ratio as a float ``warmup_steps``; v4 as ``warmup_ratio``."""
+    import transformers
+
+    major = int(transformers.__version__.split(".")[0])
+    return {"warmup_steps": ratio} if major >= 5 else {"warmup_ratio": ratio}
+
+
+def train_reranker(
+    model_name: str, pairs: LabelledPairs, output: str | os.PathLike[str], config: RerankerConfig = RerankerConfig()
+) -> Path:
+    """Fine-tune a cross-encoder initialised from ``model_name`` on ``pairs``; save it at ``output``.
+
+    ``output`` is written atomically (a complete directory or nothing) and holds a standard
+    sentence-transformers CrossEncoder plus ``embedforge_reranker.json`` (config, data, base).
+    """
+    import datasets
+    from sentence_transformers import CrossEncoder
+    from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
+    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+
+    from embedforge.io import atomic_dir, write_json
+    from embedforge.models import resolve_model
+
+    if len(pairs) < 2:
+        raise InputError(f"need at least 2 labelled pairs, got {len(pairs)}")
+    pairs = _sample(pairs, config.max_pairs, config.seed)
+    from embedforge.search import cap_max_length
+
+    resolved = resolve_model(model_name)
+    max_length = cap_max_length(resolved, config.max_length) if Path(resolved).is_dir() else config.max_length
+    try:
+        model = CrossEncoder(resolved, num_labels=1, max_length=max_length, device="cpu", local_files_only=Path(resolved).is_dir())
+    except Exception as err:
+        raise InputError(f"cannot start a cross-encoder from {model_name!r}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
+    data = datasets.Dataset.from_dict({"query": pairs.first, "document": pairs.second, "label": pairs.labels})
+    target = Path(output)
+    with atomic_dir(target) as tmp:
+        args = CrossEncoderTrainingArguments(
+            output_dir=str(tmp / "checkpoints"),
+            num_train_epochs=config.epochs,
+            max_steps=config.max_steps,
+            per_device_train_batch_size=config.batch_size,
+            learning_rate=config.lr,
+            **_warmup(config.warmup_ratio),
+            seed=config.seed,
+            save_strategy="no",
+            report_to="none",
+            logging_steps=50,
+            use_cpu=True,
+            dataloader_num_workers=0,
+        )
+        trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=data, loss=BinaryCrossEntropyLoss(model))
+        result = trainer.train()
+        import shutil
+
+        shutil.rmtree(tmp / "checkpoints", ignore_errors=True)
+        model.save(str(tmp))
+        write_json(
+            tmp / MANIFEST_NAME,
+            {
+                "format": MANIFEST_FORMAT,
+                "base_model": model_name,
+                "pairs": len(pairs),
+                "positives": int(sum(1 for v in pairs.labels if v >= 0.5)),
+                "source": pairs.source,
+                "config": dataclasses.asdict(config),
+                "train_loss": float(getattr(result, "training_loss", float("nan"))),
+            },
+        )
+    return target
+
+
+def reranker_info(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The embedforge manifest of a trained re-ranker directory, if any."""
+    file = Path(path) / MANIFEST_NAME
+    return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else None

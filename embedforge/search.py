@@ -1,0 +1,339 @@
+"""Query-side building blocks: the ``Hit`` type, BM25, rank fusion, metadata filters, re-ranking.
+
+These work on arrays and lists; :class:`embedforge.collection.Collection` wires them together.
+BM25 is bm25s (with the PyStemmer English stemmer); cross-encoders are sentence-transformers'.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from embedforge.errors import InputError
+
+if TYPE_CHECKING:
+    from embedforge.collection import Collection
+
+__all__ = [
+    "Hit",
+    "MODES",
+    "FUSIONS",
+    "DEFAULT_FUSION",
+    "RRF_K",
+    "BM25Index",
+    "rrf_fuse",
+    "score_fuse",
+    "fuse",
+    "match_metadata",
+    "load_cross_encoder",
+    "rerank_scores",
+    "search_collection",
+]
+
+logger = logging.getLogger(__name__)
+
+MODES = ("dense", "bm25", "hybrid")
+FUSIONS = ("rrf", "score")
+# RRF is the default: on SciFact test (bundled MiniLM + bm25s stemmed) it measured nDCG@10 0.718 vs
+# 0.645 dense / 0.686 BM25; bench/search_scifact.py measures both fusions on every data set.
+DEFAULT_FUSION = "rrf"
+CANDIDATES = 100  # per-retriever candidates fused in hybrid mode (at least top_k)
+RRF_K = 60  # Cormack, Clarke & Büttcher (SIGIR 2009): the constant in 1 / (k + rank)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: the document's id, its score under the chosen mode, text and metadata."""
+
+    id: str
+    score: float
+    text: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- BM25
+
+
+def _stemmer() -> Any:
+    try:
+        import Stemmer
+    except ImportError as err:
+        raise InputError("BM25 needs PyStemmer: pip install 'embedforge[search]'") from err
+    return Stemmer.Stemmer("english")
+
+
+def _bm25s() -> Any:
+    try:
+        import bm25s
+    except ImportError as err:
+        raise InputError("BM25 needs bm25s: pip install 'embedforge[search]'") from err
+    return bm25s
+
+
+def _tokenize(texts: Sequence[str]) -> list[list[str]]:
+    tokens = _bm25s().tokenize(list(texts), stopwords="en", stemmer=_stemmer(), return_ids=False, show_progress=False)
+    return [list(t) for t in tokens]
+
+
+class BM25Index:
+    """Okapi BM25 (bm25s, Lucene variant, k1 = 1.5, b = 0.75) over English-stemmed, stop-worded tokens.
+
+    score(q, d) = Σ_{t ∈ q} idf(t) · tf(t, d) (k1 + 1) / (tf(t, d) + k1 (1 − b + b |d| / avgdl)),
+    idf(t) = ln(1 + (N − df(t) + 0.5) / (df(t) + 0.5)) (Robertson & Zaragoza 2009; bm25s docs).
+    """
+
+    def __init__(self, retriever: Any, size: int) -> None:
+        self._retriever = retriever
+        self.size = size
+
+    @classmethod
+    def build(cls, texts: Sequence[str]) -> BM25Index:
+        bm25s = _bm25s()
+        retriever = bm25s.BM25()
+        tokens = _tokenize(texts)
+        retriever.index(tokens, show_progress=False)
+        return cls(retriever, len(texts))
+
+    def search(
+        self, queries: Sequence[str], k: int, *, mask: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` rows per query: (scores (n, k) float32, rows (n, k) int64), -1 padded.
+
+        Documents sharing no term with the query (score 0) are not returned. ``mask`` (bool per
+        row) restricts the results to the rows where it is True.
+        """
+        n = len(queries)
+        out_s = np.full((n, k), -np.inf, dtype=np.float32)
+        out_r = np.full((n, k), -1, dtype=np.int64)
+        for i, tokens in enumerate(_tokenize(queries)):
+            ids = self._retriever.get_tokens_ids(tokens)
+            if not ids:
+                continue
+            scores = np.asarray(self._retriever.get_scores_from_ids(ids), dtype=np.float32)  # (size,)
+            if mask is not None:
+                scores = np.where(mask, scores, 0.0)
+            kk = min(k, int((scores > 0).sum()))
+            if not kk:
+                continue
+            top = np.argpartition(-scores, kk - 1)[:kk]
+            top = top[np.lexsort((top, -scores[top]))]
+            out_s[i, :kk], out_r[i, :kk] = scores[top], top
+        return out_s, out_r
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        self._retriever.save(str(path), show_progress=False)
+        (Path(path) / "embedforge_bm25.json").write_text(json.dumps({"size": self.size}) + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> BM25Index:
+        info = json.loads((Path(path) / "embedforge_bm25.json").read_text())
+        return cls(_bm25s().BM25.load(str(path), show_progress=False), int(info["size"]))
+
+
+# ---------------------------------------------------------------- fusion
+
+
+def rrf_fuse(rankings: Sequence[Sequence[int]], k: int = RRF_K) -> dict[int, float]:
+    """Reciprocal-rank fusion: score(d) = Σ_lists 1 / (k + rank(d)), rank 1-based (Cormack et al. 2009).
+
+    ``rankings``: lists of row ids, best first (``-1`` entries are skipped).
+    """
+    fused: dict[int, float] = {}
+    for ranking in rankings:
+        rank = 0
+        for row in ranking:
+            if row < 0:
+                continue
+            rank += 1
+            fused[int(row)] = fused.get(int(row), 0.0) + 1.0 / (k + rank)
+    return fused
+
+
+def score_fuse(runs: Sequence[Mapping[int, float]], weights: Sequence[float] | None = None) -> dict[int, float]:
+    """Min-max normalised score fusion (CombSUM of normalised scores; Fox & Shaw 1994, Lee 1997).
+
+    Per run, s' = (s − min) / (max − min) over that run's returned candidates (all 1.0 if
+    max = min); score(d) = Σ_runs w_run · s'(d), a document missing from a run adding 0.
+    """
+    weights = list(weights) if weights is not None else [1.0] * len(runs)
+    if len(weights) != len(runs):
+        raise InputError(f"{len(weights)} weights for {len(runs)} runs")
+    fused: dict[int, float] = {}
+    for run, weight in zip(runs, weights, strict=True):
+        if not run:
+            continue
+        values = np.fromiter(run.values(), dtype=np.float64)
+        lo, hi = float(values.min()), float(values.max())
+        for row, score in run.items():
+            norm = 1.0 if hi == lo else (score - lo) / (hi - lo)
+            fused[row] = fused.get(row, 0.0) + weight * norm
+    return fused
+
+
+def fuse(
+    dense: tuple[np.ndarray, np.ndarray], sparse: tuple[np.ndarray, np.ndarray], k: int, method: str = DEFAULT_FUSION
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fuse two (scores, rows) results row by row; returns the fused top-``k`` in the same shape."""
+    if method not in FUSIONS:
+        raise InputError(f"unknown fusion {method!r}; expected one of {', '.join(FUSIONS)}")
+    n = dense[1].shape[0]
+    out_s = np.full((n, k), -np.inf, dtype=np.float32)
+    out_r = np.full((n, k), -1, dtype=np.int64)
+    for i in range(n):
+        if method == "rrf":
+            fused = rrf_fuse([dense[1][i], sparse[1][i]])
+        else:
+            runs = [
+                {int(r): float(s) for s, r in zip(scores[i], rows[i], strict=True) if r >= 0}
+                for scores, rows in (dense, sparse)
+            ]
+            fused = score_fuse(runs)
+        best = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+        for j, (row, score) in enumerate(best):
+            out_s[i, j], out_r[i, j] = score, row
+    return out_s, out_r
+
+
+# ---------------------------------------------------------------- metadata filters
+
+_OPS = {
+    "$eq": lambda v, a: v == a,
+    "$ne": lambda v, a: v != a,
+    "$gt": lambda v, a: v is not None and v > a,
+    "$gte": lambda v, a: v is not None and v >= a,
+    "$lt": lambda v, a: v is not None and v < a,
+    "$lte": lambda v, a: v is not None and v <= a,
+    "$in": lambda v, a: v in a,
+    "$nin": lambda v, a: v not in a,
+}
+
+
+def match_metadata(metadata: Mapping[str, Any], where: Mapping[str, Any]) -> bool:
+    """Whether ``metadata`` satisfies every condition in ``where`` (all must hold).
+
+    ``{"lang": "en"}`` equality; ``{"lang": ["en", "de"]}`` membership; ``{"year": {"$gte": 2000,
+    "$lt": 2010}}`` with operators ``$eq $ne $gt $gte $lt $lte $in $nin``. A missing field
+    matches only ``$ne`` / ``$nin``.
+    """
+    for name, cond in where.items():
+        value = metadata.get(name)
+        if isinstance(cond, Mapping):
+            for op, arg in cond.items():
+                if op not in _OPS:
+                    raise InputError(f"unknown filter operator {op!r} on {name!r}; expected one of {', '.join(_OPS)}")
+                try:
+                    if not _OPS[op](value, arg):
+                        return False
+                except TypeError:
+                    return False  # e.g. comparing a string with a number: no match
+        elif isinstance(cond, list | tuple | set):
+            if value not in cond:
+                return False
+        elif value != cond:
+            return False
+    return True
+
+
+# ---------------------------------------------------------------- re-ranking
+
+
+def cap_max_length(model_dir: str | os.PathLike[str], max_length: int | None) -> int | None:
+    """``max_length`` capped at the model's ``max_position_embeddings`` (read from config.json)."""
+    if max_length is None:
+        return None
+    try:
+        limit = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8")).get("max_position_embeddings")
+    except (OSError, json.JSONDecodeError):
+        return max_length
+    return min(max_length, limit) if isinstance(limit, int) else max_length
+
+
+def load_cross_encoder(path: str | os.PathLike[str], *, max_length: int | None = None) -> Any:
+    """A sentence-transformers CrossEncoder from a local directory (CPU), or an InputError."""
+    try:
+        from sentence_transformers import CrossEncoder
+    except ImportError as err:  # pragma: no cover - a core dependency
+        raise InputError("re-ranking needs sentence-transformers") from err
+    p = Path(path)
+    if not p.is_dir() or not (p / "config.json").is_file():
+        raise InputError("is not a cross-encoder directory (expected config.json + weights)", p)
+    max_length = cap_max_length(p, max_length)
+    try:
+        return CrossEncoder(str(p), device="cpu", local_files_only=True, max_length=max_length)
+    except Exception as err:
+        raise InputError(f"could not load the cross-encoder: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}", p) from None
+
+
+def rerank_scores(cross_encoder: Any, query: str, texts: Sequence[str], *, batch_size: int = 32) -> np.ndarray:
+    """Cross-encoder relevance of each ``(query, text)`` pair -> (len(texts),) float32."""
+    if not texts:
+        return np.zeros(0, dtype=np.float32)
+    scores = cross_encoder.predict(
+        [(query, t) for t in texts], batch_size=batch_size, show_progress_bar=False, convert_to_numpy=True
+    )
+    return np.asarray(scores, dtype=np.float32).reshape(len(texts), -1)[:, -1]
+
+
+# ---------------------------------------------------------------- the query pipeline
+
+
+def search_collection(
+    collection: Collection,
+    queries: Sequence[str],
+    *,
+    top_k: int = 10,
+    mode: str = "dense",
+    model: Any = None,
+    where: Mapping[str, Any] | None = None,
+    fusion: str = DEFAULT_FUSION,
+    rerank: Any = None,
+    rerank_top: int = 30,
+) -> list[list[Hit]]:
+    """Retrieve (dense / BM25 / hybrid), filter by metadata, optionally re-rank; ``top_k`` hits per query.
+
+    Hybrid takes the top ``max(CANDIDATES, depth)`` of each retriever and fuses them. With a
+    cross-encoder, the top ``max(top_k, rerank_top)`` candidates are re-scored and re-sorted, and
+    a hit's score is the cross-encoder's.
+    """
+    if isinstance(queries, str):
+        raise InputError("search() takes a list of queries, not a single string; wrap it in a list")
+    if mode not in MODES:
+        raise InputError(f"unknown search mode {mode!r}; expected one of {', '.join(MODES)}")
+    if fusion not in FUSIONS:
+        raise InputError(f"unknown fusion {fusion!r}; expected one of {', '.join(FUSIONS)}")
+    if int(top_k) != top_k or top_k < 1:
+        raise InputError(f"top_k must be a positive integer, got {top_k}")
+    if not len(collection):
+        raise InputError("the collection is empty; add documents first", collection.path)
+    queries = list(queries)
+    if not queries:
+        return []
+    if rerank is not None and not hasattr(rerank, "predict"):
+        rerank = load_cross_encoder(rerank)
+    depth = max(top_k, rerank_top) if rerank is not None else top_k
+    mask = collection.mask(where)
+    if mode == "bm25":
+        scores, rows = collection.bm25().search(queries, depth, mask=mask)
+    else:
+        wide = max(depth, CANDIDATES) if mode == "hybrid" else depth
+        dense = collection.search_vectors(collection.encode_queries(queries, model), wide, mask=mask)
+        if mode == "dense":
+            scores, rows = dense
+        else:
+            sparse = collection.bm25().search(queries, wide, mask=mask)
+            scores, rows = fuse(dense, sparse, depth, fusion)
+    results: list[list[Hit]] = []
+    for i, query in enumerate(queries):
+        pairs = [(int(r), float(s)) for r, s in zip(rows[i], scores[i], strict=True) if r >= 0]
+        if rerank is not None and pairs:
+            ce = rerank_scores(rerank, query, [collection.text(r) for r, _ in pairs])
+            pairs = sorted(((r, float(s)) for (r, _), s in zip(pairs, ce, strict=True)), key=lambda p: -p[1])
+        results.append([collection.hit(r, s) for r, s in pairs[:top_k]])
+    return results
