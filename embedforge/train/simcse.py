@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from embedforge.models import pooling_name
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
 
 __all__ = ["simcse_loss", "gather_with_grad", "SimCSELoss", "prepare_model", "MLP_MODULE_NAME"]
 
@@ -120,7 +124,7 @@ class SimCSELoss(nn.Module):
         )
 
 
-def prepare_model(model: nn.Module, pooler: str | None, *, is_sentence_model: bool, mode: str) -> str:
+def prepare_model(model: SentenceTransformer, pooler: str | None, *, is_sentence_model: bool, mode: str) -> str:
     """Set the pooling of a loaded SentenceTransformer for training, in place; returns the pooler used.
 
     ``cls`` / ``mean`` replace the Pooling module's mode; ``cls_mlp`` uses CLS and inserts a
@@ -130,31 +134,31 @@ def prepare_model(model: nn.Module, pooler: str | None, *, is_sentence_model: bo
     """
     from sentence_transformers.models import Dense, Pooling
 
+    modules: list[Any] = list(model)
+    index = next(i for i, m in enumerate(modules) if isinstance(m, Pooling))
     if pooler is None:
         if is_sentence_model:
-            return pooling_name(next(m for m in model if isinstance(m, Pooling)))  # type: ignore[attr-defined]
+            return pooling_name(modules[index])
         pooler = "cls_mlp" if mode == "unsup" else "cls"
-    index = next(i for i, m in enumerate(model) if isinstance(m, Pooling))  # type: ignore[arg-type]
-    old = model[index]  # type: ignore[index]
+    old = modules[index]
     dim = old.get_embedding_dimension() if hasattr(old, "get_embedding_dimension") else old.get_sentence_embedding_dimension()
-    model[index] = Pooling(dim, pooling_mode="cls" if pooler.startswith("cls") else "mean")  # type: ignore[index]
+    modules[index] = Pooling(dim, pooling_mode="cls" if pooler.startswith("cls") else "mean")
     if pooler == "cls_mlp":
         mlp = Dense(dim, dim, activation_function=nn.Tanh())
         setattr(mlp, MLP_MODULE_NAME, True)
-        modules = list(model)  # type: ignore[call-overload]
         modules.insert(index + 1, mlp)
-        for name in list(model._modules):
-            del model._modules[name]
-        for i, module in enumerate(modules):
-            model.add_module(str(i), module)
+    for name in list(model._modules):
+        del model._modules[name]
+    for i, module in enumerate(modules):
+        model.add_module(str(i), module)
     return pooler
 
 
-def strip_training_modules(model: nn.Module) -> nn.Module:
+def strip_training_modules(model: SentenceTransformer) -> SentenceTransformer:
     """A SentenceTransformer sharing ``model``'s modules minus the training-only MLP (no copy)."""
     from sentence_transformers import SentenceTransformer
 
-    modules = [m for m in model if not getattr(m, MLP_MODULE_NAME, False)]  # type: ignore[attr-defined]
-    if len(modules) == len(model):  # type: ignore[arg-type]
+    modules = [m for m in model if not getattr(m, MLP_MODULE_NAME, False)]
+    if len(modules) == len(model):
         return model
-    return SentenceTransformer(modules=modules, device=str(next(model.parameters()).device))
+    return SentenceTransformer(modules=modules, device=str(model.device))
