@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "embedforge.cli.core",
     "embedforge.cli.explore",
     "embedforge.cli.search",
+    "embedforge.cli.serve",
 )
 
 

@@ -1,0 +1,283 @@
+"""Serving benchmark: requests/s and p50 / p99 latency of ``POST /v1/embeddings``, batched vs. not.
+
+For each of two servers started in the same run — ``embedforge serve`` with dynamic
+micro-batching and with ``--no-batching`` — single-text requests are sent at concurrency 1, 8
+and 32 by an async client (aiohttp when installed, else httpx): a fixed number of requests per
+setting, each setting also capped in time. The servers listen on 127.0.0.1 and the load goes
+there only; each server is a subprocess, so the load generator does not share its interpreter
+(it does share the machine's cores: said in the results).
+
+Takes about 2 minutes with the defaults on a 2-core machine (two server starts, 6 settings of
+400 requests, each at most 60 s: 8 minutes at the very worst).
+
+The servers run with ``--torch-threads 1`` by default: on a 2-core machine that also runs the
+load client, a 2-thread torch team often waits for a member the OS has descheduled, and a
+single-text forward pass then takes 10-100× longer than it should (measured here; pass
+``--torch-threads 0`` for torch's own choice on a bigger machine).
+
+Texts are synthetic sentences (seeded; 8-24 words from a small vocabulary): the numbers measure
+the server, not a data set. Requests use ``encoding_format="base64"``, what the official
+``openai`` client sends by default.
+
+    .venv/bin/python bench/serve.py                          # minilm, 400 requests per setting
+    .venv/bin/python bench/serve.py --requests 40 --out /tmp/serve.json --no-markdown   # smoke run
+
+Writes ``bench/results/serve.json`` and the ``serve`` section of BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import ROOT, machine, update_section, write_result  # noqa: E402
+
+HOST = "127.0.0.1"  # load goes to this machine only
+_VOCABULARY = """
+the a model search query document vector embedding fast slow river city market protein cell learns
+finds returns shows small large new old quickly today because while after before data server request
+batch latency users their our text meaning similar distant cluster topic map
+"""
+WORDS = _VOCABULARY.split()
+
+
+def make_texts(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 24))).capitalize() + "." for _ in range(n)]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    """``python -m embedforge serve`` in a subprocess on 127.0.0.1; stopped on exit."""
+
+    def __init__(self, model: str, *, batching: bool, extra: list[str], torch_threads: int | None = None) -> None:
+        self.port = _free_port()
+        self.url = f"http://{HOST}:{self.port}"
+        cmd = [sys.executable, "-m", "embedforge", "serve", "--model", model, "--host", HOST, "--port", str(self.port), *extra]
+        if not batching:
+            cmd.append("--no-batching")
+        if torch_threads:
+            cmd += ["--torch-threads", str(torch_threads)]
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def __enter__(self) -> Server:
+        import httpx
+
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the server exited: {self.proc.stderr.read() if self.proc.stderr else ''}")
+            try:
+                self.health = httpx.get(f"{self.url}/health", timeout=2).json()
+                return self
+            except httpx.TransportError:
+                time.sleep(0.25)
+        self.__exit__()
+        raise RuntimeError("the server did not start within 300 s")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+
+
+async def _load(url: str, model_id: str, texts: list[str], concurrency: int, requests: int, max_seconds: float) -> dict[str, Any]:
+    """``requests`` single-text requests from ``concurrency`` workers (closed loop), at most ``max_seconds``."""
+    latencies: list[float] = []
+    errors = 0
+    counter = itertools.count()
+    async with _client(url, concurrency) as post:
+
+        async def worker(deadline: float) -> None:
+            nonlocal errors
+            while (i := next(counter)) < requests and time.perf_counter() < deadline:
+                body = {"model": model_id, "input": texts[i % len(texts)], "encoding_format": "base64"}
+                start = time.perf_counter()
+                if await post("/v1/embeddings", body) == 200:
+                    latencies.append(time.perf_counter() - start)
+                else:
+                    errors += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(start + max_seconds) for _ in range(concurrency)))
+        seconds = time.perf_counter() - start
+    return {
+        "concurrency": concurrency,
+        "requests": len(latencies),
+        "errors": errors,
+        "seconds": round(seconds, 3),
+        "requests_per_s": round(len(latencies) / seconds, 2) if seconds > 0 else 0.0,
+        "p50_ms": round(_percentile(latencies, 50) * 1000, 2),
+        "p99_ms": round(_percentile(latencies, 99) * 1000, 2),
+    }
+
+
+def client_name() -> str:
+    """aiohttp when installed (less client CPU on the cores the server also uses), else httpx."""
+    try:
+        import aiohttp  # noqa: F401
+    except ImportError:
+        return "httpx"
+    return "aiohttp"
+
+
+@contextlib.asynccontextmanager
+async def _client(url: str, concurrency: int) -> AsyncIterator[Callable[[str, dict[str, Any]], Awaitable[int]]]:
+    """An async ``post(path, json) -> status`` over ``concurrency`` keep-alive connections."""
+    if client_name() == "aiohttp":
+        import aiohttp
+
+        connector = aiohttp.TCPConnector(limit=concurrency)
+        async with aiohttp.ClientSession(url, connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as session:
+
+            async def post_aiohttp(path: str, body: dict[str, Any]) -> int:
+                async with session.post(path, json=body) as response:
+                    await response.read()
+                    return response.status
+
+            yield post_aiohttp
+        return
+    import httpx
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
+
+        async def post_httpx(path: str, body: dict[str, Any]) -> int:
+            return (await client.post(path, json=body)).status_code
+
+        yield post_httpx
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    texts = make_texts(max(args.requests, 64))
+    settings: list[dict[str, Any]] = []
+    for batching in (False, True):
+        extra = ["--max-batch-size", str(args.max_batch_size), "--max-wait-ms", str(args.max_wait_ms)]
+        with Server(args.model, batching=batching, extra=extra, torch_threads=args.torch_threads) as server:
+            model_id = server.health["model"]
+            asyncio.run(_load(server.url, model_id, texts, 4, args.warmup, args.max_seconds))  # warm-up, not counted
+            for concurrency in args.concurrency:
+                result = asyncio.run(_load(server.url, model_id, texts, concurrency, args.requests, args.max_seconds))
+                result["batching"] = batching
+                settings.append(result)
+                print(
+                    f"batching={'on ' if batching else 'off'} concurrency={concurrency:>3}: "
+                    f"{result['requests_per_s']:8.1f} req/s  p50 {result['p50_ms']:7.1f} ms  p99 {result['p99_ms']:7.1f} ms"
+                    f"  ({result['requests']} ok, {result['errors']} errors, {result['seconds']} s)",
+                    flush=True,
+                )
+    by_key = {(s["batching"], s["concurrency"]): s["requests_per_s"] for s in settings}
+    top = max(args.concurrency)
+    speedup = by_key[(True, top)] / by_key[(False, top)] if by_key.get((False, top)) else None
+    return {
+        "benchmark": "serve",
+        "model": args.model,
+        "endpoint": "POST /v1/embeddings, one text per request, encoding_format=base64",
+        "requests_per_setting": args.requests,
+        "max_seconds_per_setting": args.max_seconds,
+        "max_batch_size": args.max_batch_size,
+        "max_wait_ms": args.max_wait_ms,
+        "load": f"{client_name()} async client on 127.0.0.1, same machine as the server (they share its cores)",
+        "torch_threads": args.torch_threads or "torch default (one per core)",
+        "machine": machine(),
+        "settings": settings,
+        "speedup_at_max_concurrency": round(speedup, 2) if speedup else None,
+        "max_concurrency": top,
+        "target": "batched >= 5x unbatched requests/s at concurrency 32",
+    }
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """The BENCHMARKS.md section: one row per (batching, concurrency)."""
+    m = result["machine"]
+    lines = [
+        "## Serving: `POST /v1/embeddings` requests/s and latency",
+        "",
+        f"Model `{result['model']}`, one text per request, {result['requests_per_setting']} requests per setting "
+        f"(at most {result['max_seconds_per_setting']:.0f} s), load from {result['load']}. "
+        f"Machine: {m.get('cpu')}, {m.get('cores')} cores, torch {m.get('torch')} "
+        f"({result['torch_threads']} torch threads in the server). "
+        f"Batching: up to {result['max_batch_size']} texts, {result['max_wait_ms']} ms wait.",
+        "",
+        "| batching | concurrency | requests/s | p50 ms | p99 ms | errors |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for s in result["settings"]:
+        lines.append(
+            f"| {'dynamic' if s['batching'] else 'none'} | {s['concurrency']} | {s['requests_per_s']:.1f} "
+            f"| {s['p50_ms']:.1f} | {s['p99_ms']:.1f} | {s['errors']} |"
+        )
+    if result.get("speedup_at_max_concurrency") is not None:
+        lines += ["", f"Dynamic batching at concurrency {result['max_concurrency']}: "
+                  f"**{result['speedup_at_max_concurrency']:.1f}×** the unbatched requests/s (target ≥ 5×)."]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="minilm", help="model to serve (default: the bundled minilm)")
+    parser.add_argument("--requests", type=int, default=400, help="requests per setting (default: %(default)s)")
+    parser.add_argument("--max-seconds", type=float, default=60.0, help="time cap per setting (default: %(default)s)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32], help="levels (default: 1 8 32)")
+    parser.add_argument("--warmup", type=int, default=32, help="uncounted requests before each server's run")
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="the servers' --torch-threads (default: %(default)s, leaving the other core to HTTP work and "
+        "the load client; 0: torch's own choice, one thread per core)",
+    )
+    parser.add_argument("--max-batch-size", type=int, default=64)
+    parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument("--out", type=Path, default=None, help="result file (default: bench/results/serve.json)")
+    parser.add_argument("--no-markdown", action="store_true", help="do not update BENCHMARKS.md (smoke runs)")
+    args = parser.parse_args()
+    result = run(args)
+    if args.out is None:
+        print("wrote", write_result("serve", result))
+    else:
+        from embedforge.io import write_json
+
+        write_json(args.out, result)
+        print("wrote", args.out)
+    table = markdown_table(result)
+    print()
+    print(table)
+    if not args.no_markdown:
+        update_section("serve", table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

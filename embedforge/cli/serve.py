@@ -1,0 +1,96 @@
+"""``embedforge serve``: the OpenAI-compatible API, search, rerank and the web page."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from embedforge.errors import InputError
+from embedforge.serve.config import ServeConfig
+
+__all__ = ["register", "config_from_args"]
+
+_DEFAULTS = ServeConfig()
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser(
+        "serve",
+        help="serve a model behind an OpenAI-compatible embeddings API (plus search, rerank, a web page)",
+        description=(
+            "Serve MODEL at http://HOST:PORT/v1 so OpenAI clients switch by changing their base URL. "
+            "Endpoints: /v1/embeddings, /v1/models, /v1/search, /v1/rerank, /v1/similarity, /health, /metrics, "
+            "and a search page at /."
+        ),
+    )
+    p.add_argument("--model", required=True, help="model name or directory ('minilm' = the bundled default)")
+    p.add_argument("--collection", metavar="DIR", help="a collection directory to search (/v1/search and the page)")
+    p.add_argument("--reranker", metavar="DIR", help="a sentence-transformers CrossEncoder directory for /v1/rerank")
+    p.add_argument("--host", default=_DEFAULTS.host, help="interface to listen on (default: %(default)s, this machine only)")
+    p.add_argument("--port", type=int, default=_DEFAULTS.port, help="port (default: %(default)s)")
+    p.add_argument(
+        "--api-key",
+        action="append",
+        metavar="KEY",
+        help="require 'Authorization: Bearer KEY' on /v1/*; repeat for several keys; "
+        "default: $EMBEDFORGE_API_KEY if set, else no key",
+    )
+    p.add_argument(
+        "--model-alias",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another model name to accept, e.g. text-embedding-3-small so client code needs no change; repeatable",
+    )
+    p.add_argument("--max-batch-size", type=int, metavar="N", default=_DEFAULTS.max_batch_size, help="texts per forward pass (default: %(default)s)")
+    p.add_argument(
+        "--max-wait-ms",
+        metavar="MS",
+        type=float,
+        default=_DEFAULTS.max_wait_ms,
+        help="longest a request waits for others to batch with (default: %(default)s)",
+    )
+    p.add_argument("--no-batching", action="store_true", help="encode each request on its own (for comparison)")
+    p.add_argument(
+        "--torch-threads",
+        type=int,
+        metavar="N",
+        help="torch intra-op threads (default: torch's choice, one per core; fewer leaves cores for HTTP work)",
+    )
+    p.add_argument("--max-inputs", type=int, metavar="N", default=_DEFAULTS.max_inputs, help="texts per request (default: %(default)s)")
+    p.add_argument(
+        "--max-text-chars", type=int, metavar="N", default=_DEFAULTS.max_text_chars, help="characters per text (default: %(default)s)"
+    )
+    p.set_defaults(func=run)
+
+
+def config_from_args(args: argparse.Namespace) -> ServeConfig:
+    keys = args.api_key or ([os.environ["EMBEDFORGE_API_KEY"]] if os.environ.get("EMBEDFORGE_API_KEY") else [])
+    return ServeConfig(
+        model=args.model,
+        collection=args.collection,
+        reranker=args.reranker,
+        host=args.host,
+        port=args.port,
+        api_keys=tuple(keys),
+        model_aliases=tuple(args.model_alias),
+        batching=not args.no_batching,
+        max_batch_size=args.max_batch_size,
+        max_wait_ms=args.max_wait_ms,
+        max_inputs=args.max_inputs,
+        max_text_chars=args.max_text_chars,
+        torch_threads=args.torch_threads,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    for name, path in (("--collection", config.collection), ("--reranker", config.reranker)):
+        if path is not None and not os.path.isdir(path):
+            raise InputError(f"{name}: no such directory", path)
+    try:
+        from embedforge.serve.server import serve
+    except ImportError as err:
+        raise InputError(f"serve needs the serve extra: pip install 'embedforge[serve]' ({err})") from err
+    serve(config, log_level="info" if getattr(args, "verbose", False) else "warning")
+    return 0

@@ -1,0 +1,167 @@
+"""The HTTP routes: parse, call :class:`~embedforge.serve.service.Service`, wrap in a response model.
+
+Routes that wait on the model are plain ``def``: FastAPI runs them in its thread pool, where they
+block on the batcher's future without holding up the event loop.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+
+from embedforge.serve.errors import ApiError
+from embedforge.serve.schemas import (
+    CollectionInfo,
+    EmbeddingObject,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    ErrorResponse,
+    HealthResponse,
+    ModelCard,
+    ModelList,
+    RerankRequest,
+    RerankResponse,
+    RerankResult,
+    SearchHit,
+    SearchRequest,
+    SearchResponse,
+    SearchResult,
+    SimilarityRequest,
+    SimilarityResponse,
+    Usage,
+)
+from embedforge.serve.service import Service, to_base64, truncate_dimensions
+
+__all__ = ["router"]
+
+_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 422)}
+router = APIRouter(responses=_ERRORS)  # type: ignore[arg-type]
+
+
+def _service(request: Request) -> Service:
+    return request.app.state.service  # type: ignore[no-any-return]
+
+
+def _usage(service: Service, texts: list[str]) -> Usage:
+    tokens = service.usage_tokens(texts)
+    return Usage(prompt_tokens=tokens, total_tokens=tokens)
+
+
+@router.post("/v1/embeddings", response_model=EmbeddingResponse, tags=["openai"])
+def create_embeddings(body: EmbeddingRequest, request: Request) -> EmbeddingResponse:
+    """Embeddings for one text or many, as OpenAI's ``POST /v1/embeddings``."""
+    service = _service(request)
+    service.check_model(body.model)
+    dimensions = service.check_dimensions(body.dimensions)
+    texts = service.texts_from_input(body.input)
+    vectors = service.embed(texts)  # (n, dim)
+    if dimensions is not None:
+        vectors = truncate_dimensions(vectors, dimensions)  # (n, dimensions)
+    if body.encoding_format == "base64":
+        data = [EmbeddingObject(index=i, embedding=to_base64(v)) for i, v in enumerate(vectors)]
+    else:
+        data = [EmbeddingObject(index=i, embedding=v.tolist()) for i, v in enumerate(vectors)]
+    return EmbeddingResponse(data=data, model=service.model_id, usage=_usage(service, texts))
+
+
+def _card(service: Service) -> ModelCard:
+    return ModelCard(id=service.model_id, created=service.created)
+
+
+@router.get("/v1/models", response_model=ModelList, tags=["openai"])
+def list_models(request: Request) -> ModelList:
+    return ModelList(data=[_card(_service(request))])
+
+
+@router.get("/v1/models/{model_id:path}", response_model=ModelCard, tags=["openai"])
+def get_model(model_id: str, request: Request) -> ModelCard:
+    service = _service(request)
+    service.check_model(model_id)
+    return _card(service)
+
+
+@router.post("/v1/search", response_model=SearchResponse, tags=["search"])
+def search(body: SearchRequest, request: Request) -> SearchResponse:
+    """Top-k hits per query from the served collection (404 ``no_collection`` without one)."""
+    service = _service(request)
+    queries = [body.query] if isinstance(body.query, str) else list(body.query)
+    results = service.search(queries, top_k=body.top_k, mode=body.mode)
+    data = [
+        SearchResult(
+            query=query,
+            hits=[SearchHit(id=str(h.id), score=float(h.score), text=h.text, metadata=dict(h.metadata or {})) for h in hits],
+        )
+        for query, hits in zip(queries, results, strict=True)
+    ]
+    return SearchResponse(model=service.model_id, mode=body.mode, data=data)
+
+
+@router.post("/v1/rerank", response_model=RerankResponse, tags=["search"])
+def rerank(body: RerankRequest, request: Request) -> RerankResponse:
+    """Documents ordered by relevance: the cross-encoder when one is served, else bi-encoder cosine."""
+    service = _service(request)
+    scores, method = service.rerank(body.query, body.documents)  # (n,)
+    order = sorted(range(len(scores)), key=lambda i: -float(scores[i]))[: body.top_n]
+    results = [
+        RerankResult(
+            index=i, relevance_score=float(scores[i]), document=body.documents[i] if body.return_documents else None
+        )
+        for i in order
+    ]
+    model = service.reranker_name or service.model_id
+    return RerankResponse(model=model, method=method, results=results, usage=_usage(service, [body.query, *body.documents]))
+
+
+@router.post("/v1/similarity", response_model=SimilarityResponse, tags=["search"])
+def similarity(body: SimilarityRequest, request: Request) -> SimilarityResponse:
+    """Cosine similarity matrix of ``texts_1`` × ``texts_2`` (``texts_2`` defaults to ``texts_1``)."""
+    service = _service(request)
+    first = list(body.texts_1)
+    second = first if body.texts_2 is None else list(body.texts_2)
+    service.check_texts(first, "texts_1")
+    service.check_texts(second, "texts_2")
+    both = first if body.texts_2 is None else first + second
+    service.check_texts(both, "texts_1 + texts_2")
+    vectors = service.cosine_ready(service.embed(both))  # (n1 [+ n2], dim)
+    a = vectors[: len(first)]  # (n1, dim)
+    b = vectors if body.texts_2 is None else vectors[len(first) :]  # (n2, dim)
+    matrix = a @ b.T  # (n1, n2)
+    return SimilarityResponse(model=service.model_id, data=matrix.tolist(), usage=_usage(service, both))
+
+
+@router.get("/health", response_model=HealthResponse, tags=["ops"])
+def health(request: Request) -> HealthResponse:
+    service = _service(request)
+    collection = None
+    if service.collection is not None:
+        collection = CollectionInfo(
+            name=service.collection_name, size=len(service.collection), map_url="/map" if service.map_path else None
+        )
+    return HealthResponse(
+        model=service.model_id,
+        dimension=service.dimension,
+        max_seq_length=service.max_seq_length,
+        batching=service.config.batching,
+        auth=bool(service.config.api_keys),
+        collection=collection,
+        reranker=service.reranker_name,
+    )
+
+
+@router.get("/metrics", tags=["ops"])
+def metrics(request: Request) -> Response:
+    body, content_type = request.app.state.metrics.render()
+    return Response(body, media_type=content_type)
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+def index(request: Request) -> HTMLResponse:
+    return HTMLResponse(request.app.state.index_html)
+
+
+@router.get("/map", response_class=HTMLResponse, include_in_schema=False)
+def corpus_map(request: Request) -> HTMLResponse:
+    path = _service(request).map_path
+    if path is None:
+        raise ApiError(404, "this server's collection has no map.html", code="no_map")
+    return HTMLResponse(path.read_text(encoding="utf-8"))

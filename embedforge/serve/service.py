@@ -1,0 +1,312 @@
+"""What the routes call: the loaded model behind a batcher, input checks, search and rerank.
+
+Routes stay thin: they parse with :mod:`embedforge.serve.schemas`, call a :class:`Service` method
+and wrap the result in a response model. Every check that answers a 4xx lives here and raises
+:class:`~embedforge.serve.errors.ApiError`.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, TypeVar
+
+import numpy as np
+
+from embedforge.encode import encode
+from embedforge.errors import InputError
+from embedforge.models import BUNDLED_MODELS, resolve_model
+from embedforge.serve.batcher import DirectEncoder, Encoder, MicroBatcher
+from embedforge.serve.config import ServeConfig
+from embedforge.serve.errors import ApiError
+from embedforge.serve.metrics import Metrics
+from embedforge.serve.schemas import CollectionLike, HitLike
+
+if TYPE_CHECKING:
+    from sentence_transformers import CrossEncoder, SentenceTransformer
+
+__all__ = ["Service", "served_names", "truncate_dimensions", "to_base64", "open_collection"]
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def served_names(model: str, aliases: Sequence[str] = ()) -> tuple[str, frozenset[str]]:
+    """The id ``/v1/models`` reports for ``model`` and every name ``/v1/embeddings`` accepts.
+
+    * bundled alias (``minilm``): the id is the alias; its upstream hub name
+      (``sentence-transformers/all-MiniLM-L6-v2``) and that name's last part are accepted too;
+    * a directory: the id is the directory's name; the path as given and its absolute form too;
+    * a hub id (``org/name``): the id is the hub id; ``name`` alone too;
+    * plus ``aliases`` (``--model-alias``), e.g. ``text-embedding-3-small`` to keep a client's code unchanged.
+    """
+    accepted = {model, *aliases}
+    if model in BUNDLED_MODELS:
+        upstream = BUNDLED_MODELS[model][2]
+        accepted |= {upstream, upstream.rsplit("/", 1)[-1]}
+        return model, frozenset(accepted)
+    path = Path(model).expanduser()
+    if path.is_dir():
+        resolved = path.resolve()
+        accepted |= {str(resolved), resolved.name}
+        return resolved.name, frozenset(accepted)
+    accepted.add(model.rsplit("/", 1)[-1])
+    return model, frozenset(accepted)
+
+
+def truncate_dimensions(vectors: np.ndarray, dimensions: int) -> np.ndarray:
+    """Keep the first ``dimensions`` columns and L2-renormalise each row (Matryoshka-style).
+
+    Meaningful for models trained with a Matryoshka loss; for others it is a lossy projection.
+    """
+    out = np.ascontiguousarray(vectors[:, :dimensions], dtype=np.float32)  # (n, dimensions)
+    norms = np.linalg.norm(out, axis=1, keepdims=True)  # (n, 1)
+    return out / np.maximum(norms, 1e-12)
+
+
+def to_base64(vector: np.ndarray) -> str:
+    """Base64 of the vector's little-endian float32 bytes, as OpenAI's ``encoding_format="base64"``."""
+    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+
+
+def open_collection(path: str) -> CollectionLike:
+    """Open a collection directory with :mod:`embedforge.collection` (imported only when needed)."""
+    try:
+        from embedforge.collection import Collection
+    except ImportError as err:
+        raise InputError(f"--collection needs embedforge.collection, which could not be imported: {err}") from err
+    return Collection.open(path)
+
+
+class Service:
+    """The served model (used by one thread at a time), the optional collection and reranker."""
+
+    def __init__(
+        self,
+        config: ServeConfig,
+        model: SentenceTransformer,
+        *,
+        collection: CollectionLike | None = None,
+        reranker: CrossEncoder | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.config = config
+        self.model = model
+        get_dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        self.dimension = int(get_dimension() or 0)
+        self.max_seq_length = int(model.max_seq_length or 0)
+        self.model_id, self.accepted_names = served_names(config.model, config.model_aliases)
+        self.created = int(time.time())
+        self.collection = collection
+        self.collection_name = Path(config.collection).name if config.collection else "collection"
+        map_file = Path(config.collection) / "map.html" if config.collection else None
+        self.map_path = map_file if map_file is not None and map_file.is_file() else None
+        self.reranker = reranker
+        self.reranker_name = (Path(config.reranker).name if config.reranker else "cross-encoder") if reranker else None
+        self._metrics = metrics
+        self.collection_model = self._collection_model(collection)
+        # A private tokenizer copy for counting and decoding on request threads: the model's own
+        # tokenizer is used by the encode thread, and a fast tokenizer refuses concurrent use.
+        self._tokenizer = copy.deepcopy(model.tokenizer)
+        self._tokenizer_lock = threading.Lock()
+        on_batch = metrics.observe_batch if metrics else None
+        self.encoder: Encoder
+        if config.batching:
+            self.encoder = MicroBatcher(
+                self._encode, max_batch_size=config.max_batch_size, max_wait_ms=config.max_wait_ms, on_batch=on_batch
+            )
+        else:
+            self.encoder = DirectEncoder(self._encode, on_batch=on_batch)
+
+    def close(self) -> None:
+        self.encoder.close()
+
+    # ---- model work (runs on the encoder's thread) ----
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        return encode(
+            self.model, texts, batch_size=self.config.max_batch_size, normalize=self.config.normalize, show_progress=False
+        )
+
+    def _on_model_thread(self, fn: Callable[[], T]) -> T:
+        try:
+            return self.encoder.call(fn, timeout=self.config.request_timeout_s)
+        except TimeoutError as err:
+            raise ApiError(503, "timed out waiting for the model; try again", code="timeout") from err
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """``(len(texts), dim)`` float32 through the batcher; a 503 after the configured timeout."""
+        try:
+            return self.encoder.embed(texts, timeout=self.config.request_timeout_s)
+        except TimeoutError as err:
+            raise ApiError(503, "timed out waiting for the model; try again", code="timeout") from err
+        except InputError as err:
+            raise ApiError(400, str(err), code="invalid_input") from err
+
+    # ---- tokens ----
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens the model reads per text: special tokens included, truncated at max_seq_length."""
+        if not texts:
+            return []
+        with self._tokenizer_lock:
+            ids = self._tokenizer(
+                list(texts), add_special_tokens=True, truncation=True, max_length=self.max_seq_length or None
+            )["input_ids"]
+        return [len(row) for row in ids]
+
+    def usage_tokens(self, texts: Sequence[str]) -> int:
+        """Total tokens for a response's ``usage`` (and the tokens counter of /metrics)."""
+        tokens = sum(self.count_tokens(texts))
+        if self._metrics is not None:
+            self._metrics.tokens.inc(tokens)
+        return tokens
+
+    def decode_tokens(self, rows: Sequence[Sequence[int]]) -> list[str]:
+        """Token-id inputs back to text with the model's tokenizer (ids from another tokenizer are rejected)."""
+        vocab = len(self._tokenizer)
+        for i, row in enumerate(rows):
+            bad = next((t for t in row if not 0 <= t < vocab), None)
+            if bad is not None:
+                raise ApiError(
+                    400,
+                    f"token id {bad} is outside this model's vocabulary (0..{vocab - 1}); token ids must come "
+                    "from the served model's tokenizer (LangChain: set check_embedding_ctx_length=False to send text)",
+                    code="invalid_token_id",
+                    param=f"input[{i}]" if len(rows) > 1 else "input",
+                )
+        with self._tokenizer_lock:
+            return [self._tokenizer.decode(list(row), skip_special_tokens=True) for row in rows]
+
+    # ---- checks ----
+
+    def check_model(self, name: str) -> None:
+        if name not in self.accepted_names:
+            raise ApiError(
+                404,
+                f"the model '{name}' does not exist on this server; it serves '{self.model_id}' (see GET /v1/models)",
+                code="model_not_found",
+                param="model",
+            )
+
+    def check_dimensions(self, dimensions: int | None) -> int | None:
+        if dimensions is None or dimensions == self.dimension:
+            return None
+        if not 1 <= dimensions <= self.dimension:
+            raise ApiError(
+                400,
+                f"dimensions must be between 1 and {self.dimension} (the model's dimension), got {dimensions}",
+                code="invalid_dimensions",
+                param="dimensions",
+            )
+        return dimensions
+
+    def check_texts(self, texts: Sequence[str], param: str, *, allow_empty_list: bool = False) -> None:
+        """Count and length limits; an empty string is refused, as OpenAI does."""
+        limit = self.config.max_inputs
+        if not texts and not allow_empty_list:
+            raise ApiError(400, f"'{param}' must not be empty", code="empty_input", param=param)
+        if len(texts) > limit:
+            raise ApiError(
+                400, f"'{param}' has {len(texts)} items; at most {limit} per request", code="too_many_inputs", param=param
+            )
+        max_chars = self.config.max_text_chars
+        for i, text in enumerate(texts):
+            if not text:
+                raise ApiError(400, f"'{param}[{i}]' is an empty string", code="empty_input", param=f"{param}[{i}]")
+            if len(text) > max_chars:
+                raise ApiError(
+                    400,
+                    f"'{param}[{i}]' has {len(text)} characters; at most {max_chars} per text",
+                    code="text_too_long",
+                    param=f"{param}[{i}]",
+                )
+
+    def texts_from_input(self, value: str | list[str] | list[int] | list[list[int]]) -> list[str]:
+        """OpenAI's ``input`` union as a list of checked texts."""
+        if isinstance(value, str):
+            texts = [value]
+        elif value and isinstance(value[0], int):
+            self._check_token_rows([value])  # type: ignore[list-item]
+            texts = self.decode_tokens([value])  # type: ignore[list-item]
+        elif value and isinstance(value[0], list):
+            self._check_token_rows(value)  # type: ignore[arg-type]
+            texts = self.decode_tokens(value)  # type: ignore[arg-type]
+        else:
+            texts = list(value)  # type: ignore[arg-type]
+        # An id list that decodes to nothing (only special tokens) is an empty input too.
+        self.check_texts(texts, "input")
+        return texts
+
+    def _check_token_rows(self, rows: Sequence[Sequence[int]]) -> None:
+        if len(rows) > self.config.max_inputs:
+            raise ApiError(
+                400, f"'input' has {len(rows)} items; at most {self.config.max_inputs} per request",
+                code="too_many_inputs", param="input",
+            )
+        for i, row in enumerate(rows):
+            if not row or len(row) > self.config.max_text_chars:
+                raise ApiError(
+                    400, f"'input[{i}]' must hold 1 to {self.config.max_text_chars} token ids",
+                    code="empty_input" if not row else "text_too_long", param=f"input[{i}]",
+                )
+
+    # ---- search and rerank ----
+
+    def _collection_model(self, collection: CollectionLike | None) -> SentenceTransformer | None:
+        """The served model when the collection was embedded with it; else ``None`` (the collection loads its own)."""
+        if collection is None:
+            return None
+        name = str(collection.manifest.get("model", "")) if isinstance(collection.manifest, dict) else ""
+        try:
+            same = bool(name) and os.path.realpath(resolve_model(name)) == os.path.realpath(resolve_model(self.config.model))
+        except InputError:
+            same = False
+        if not same:
+            logger.warning(
+                "the collection was embedded with %r, not the served %r: /v1/search uses the collection's model",
+                name, self.config.model,
+            )
+            return None
+        return self.model
+
+    def search(self, queries: list[str], *, top_k: int, mode: str) -> Sequence[Sequence[HitLike]]:
+        collection = self.collection
+        if collection is None:
+            raise ApiError(
+                404,
+                "this server has no collection; start it with `embedforge serve --collection DIR` to search",
+                code="no_collection",
+            )
+        self.check_texts(queries, "query")
+        try:
+            return self._on_model_thread(
+                lambda: collection.search(queries, top_k=top_k, mode=mode, model=self.collection_model)
+            )
+        except (InputError, ValueError) as err:
+            raise ApiError(400, str(err), code="invalid_search") from err
+
+    def rerank(self, query: str, documents: list[str]) -> tuple[np.ndarray, Literal["cross-encoder", "bi-encoder-cosine"]]:
+        """One score per document, higher is more relevant, and which scorer made them."""
+        self.check_texts([query], "query")
+        self.check_texts(documents, "documents")
+        reranker = self.reranker
+        if reranker is not None:
+            pairs = [(query, doc) for doc in documents]
+            scores = self._on_model_thread(
+                lambda: reranker.predict(pairs, batch_size=self.config.max_batch_size, show_progress_bar=False)
+            )
+            return np.asarray(scores, dtype=np.float32).reshape(-1), "cross-encoder"
+        vectors = self.cosine_ready(self.embed([query, *documents]))  # (1 + n, dim)
+        return vectors[1:] @ vectors[0], "bi-encoder-cosine"  # (n,)
+
+    def cosine_ready(self, vectors: np.ndarray) -> np.ndarray:
+        if self.config.normalize:
+            return vectors
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
