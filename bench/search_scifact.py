@@ -30,9 +30,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import CACHE, machine, update_section, write_result  # noqa: E402
 
-from embedforge.collection import join_title  # noqa: E402
 from embedforge.corpus import read_documents, read_records  # noqa: E402
 from embedforge.index import exact_search  # noqa: E402
+from embedforge.ingest import join_title  # noqa: E402
 from embedforge.search import BM25Index, fuse, rerank_scores  # noqa: E402
 
 DATASETS = ("scifact", "msmarco-5k", "dbpedia-5k")

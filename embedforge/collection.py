@@ -12,7 +12,7 @@ any point leaves the previous state readable)::
     DIR/v000004/index/          the persistent index (faiss), if any
     DIR/v000004/bm25/           the BM25 index, cached on first use
     DIR/milvus.db               the Milvus Lite file for spec "milvus"
-    DIR/.staging/               shards + checkpoint of an interrupted :func:`index_documents`
+    DIR/.staging/               shards + checkpoint of an interrupted :func:`embedforge.ingest.index_documents`
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ from embedforge.search import DEFAULT_FUSION, BM25Index, Hit, match_metadata
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
+
+    from embedforge.ingest import index_documents, join_title, read_corpus
 
 __all__ = ["Collection", "Hit", "FORMAT", "DocLike", "read_corpus", "index_documents", "join_title"]
 
@@ -70,17 +72,11 @@ def stored_model_name(model_name: str) -> str:
     return str(Path(resolved).resolve()) if Path(resolved).is_dir() else model_name
 
 
-def join_title(title: str, text: str) -> str:
-    """``"Title. text"`` (BEIR's title + text), without doubling the title's own final punctuation."""
-    if not title:
-        return text
-    if not text:
-        return title
-    return f"{title} {text}" if title.rstrip()[-1:] in ".!?:;" else f"{title}. {text}"
-
 
 def _doc_fields(doc: DocLike) -> tuple[str, str, dict[str, Any]]:
     """(id, text, metadata) of a Document or a mapping with id/_id, text and optional title/metadata."""
+    from embedforge.ingest import join_title  # ingest imports this module at its top
+
     if isinstance(doc, Document):
         meta = {"title": doc.title} if doc.title else {}
         return doc.id, join_title(doc.title, doc.text), meta
@@ -485,112 +481,15 @@ class Collection:
         return np.fromiter((match_metadata(m, where) for m in self._meta), dtype=bool, count=len(self._meta))
 
 
-# ---------------------------------------------------------------- corpora and streaming indexing
+# ---------------------------------------------------------------- backwards compatibility
+
+_MOVED_TO_INGEST = ("read_corpus", "join_title", "index_documents")
 
 
-def read_corpus(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Documents of a corpus file or BEIR folder as ``{"id", "text", "title", "metadata"}`` dicts.
+def __getattr__(name: str) -> Any:
+    """``read_corpus``, ``join_title`` and ``index_documents`` now live in :mod:`embedforge.ingest`."""
+    if name in _MOVED_TO_INGEST:
+        from embedforge import ingest
 
-    Ids, texts and titles come from :func:`embedforge.corpus.read_documents` (which validates
-    them); any other column of a table (and a BEIR ``metadata`` object) becomes metadata.
-    """
-    from embedforge.corpus import read_documents, read_records
-
-    docs = read_documents(path)
-    p = Path(path)
-    file = p / "corpus.jsonl" if p.is_dir() else p
-    extras: list[dict[str, Any]] = [{} for _ in docs]
-    if file.suffix.lower() not in (".txt", ".text"):
-        records = read_records(file)
-        if len(records) == len(docs):
-            skip = {"_id", "id", "doc_id", "docid", "text", "sentence", "content", "body", "title", "metadata"}
-            for i, (_, row) in enumerate(records):
-                meta = dict(row.get("metadata") or {}) if isinstance(row.get("metadata"), dict) else {}
-                meta.update({k: v for k, v in row.items() if k not in skip})
-                extras[i] = meta
-    return [{"id": d.id, "text": d.text, "title": d.title, "metadata": m} for d, m in zip(docs, extras, strict=True)]
-
-
-def _signature(docs: Sequence[DocLike], model_name: str, prefix: str, chunk: int) -> str:
-    import hashlib
-
-    h = hashlib.sha256(f"{model_name}\0{prefix}\0{chunk}\0{len(docs)}".encode())
-    for doc in docs:
-        doc_id, text, _ = _doc_fields(doc)
-        h.update(f"{doc_id}\0{len(text)}\0".encode())
-    return h.hexdigest()
-
-
-def index_documents(
-    path: str | os.PathLike[str],
-    model_name: str,
-    docs: Sequence[DocLike],
-    *,
-    index_spec: str = "auto",
-    query_prefix: str = "",
-    document_prefix: str = "",
-    upsert: bool = False,
-    batch_size: int = 32,
-    chunk_size: int = 4096,
-    show_progress: bool = True,
-) -> Collection:
-    """Embed ``docs`` into the collection at ``path`` (created if needed) in resumable chunks.
-
-    Every ``chunk_size`` documents the vectors go to ``path/.staging/shard-N.npy`` and the number
-    done to ``checkpoint.json`` (both atomic). Run again after an interruption with the same
-    documents and model: finished chunks are read back, not re-encoded. The collection itself
-    changes only at the end, in one :meth:`Collection.save`.
-    """
-    from tqdm.auto import tqdm
-
-    from embedforge.io import save_npy
-
-    root = Path(path)
-    if (root / "CURRENT").exists():
-        coll = Collection.open(root)
-        if stored_model_name(model_name) != coll.manifest["model"]:
-            from embedforge.models import load_model
-
-            coll.model(load_model(model_name))  # a different model -> InputError
-    else:
-        coll = Collection.create(root, model_name, index_spec=index_spec, query_prefix=query_prefix, document_prefix=document_prefix)
-    rows = [_doc_fields(d) for d in docs]
-    if not upsert:  # fail before hours of encoding, not after
-        seen: set[str] = set()
-        for doc_id, _, _ in rows:
-            if doc_id in coll or doc_id in seen:
-                raise InputError(f"duplicate id {doc_id!r}: already in the collection or repeated in the input (use --upsert)")
-            seen.add(doc_id)
-    staging = root / ".staging"
-    signature = _signature(docs, coll.manifest["model"], coll.manifest["document_prefix"], chunk_size)
-    done = 0
-    checkpoint = staging / "checkpoint.json"
-    if checkpoint.is_file():
-        try:
-            state = json.loads(checkpoint.read_text(encoding="utf-8"))
-            done = int(state["done"]) if state.get("signature") == signature else 0
-        except (json.JSONDecodeError, KeyError, ValueError):
-            done = 0
-        if not done:
-            shutil.rmtree(staging, ignore_errors=True)
-        else:
-            logger.info("resuming: %d of %d documents already embedded", done, len(rows))
-    staging.mkdir(parents=True, exist_ok=True)
-    shards: list[np.ndarray] = []
-    with tqdm(total=len(rows), initial=done, disable=not show_progress, desc="embedding", unit="doc") as bar:
-        for number, start in enumerate(range(0, len(rows), chunk_size)):
-            shard = staging / f"shard-{number:06d}.npy"
-            stop = min(start + chunk_size, len(rows))
-            if stop <= done and shard.is_file():
-                shards.append(np.load(shard))
-                continue
-            vectors = coll._encode_docs([t for _, t, _ in rows[start:stop]], batch_size, False)
-            save_npy(shard, vectors)
-            write_json(checkpoint, {"signature": signature, "done": stop, "total": len(rows)})
-            shards.append(vectors)
-            bar.update(stop - start)
-    vectors = np.concatenate(shards) if shards else np.zeros((0, coll.dim), dtype=np.float32)
-    (coll.upsert if upsert else coll.add)(docs, vectors=vectors)
-    coll.save()
-    shutil.rmtree(staging, ignore_errors=True)
-    return coll
+        return getattr(ingest, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embedforge.collection import Collection, Hit, index_documents, read_corpus
+from embedforge.collection import Collection, Hit
 from embedforge.encode import encode
 from embedforge.errors import InputError
+from embedforge.ingest import index_documents, read_corpus
 
 TOPICS = ["cats purr and chase mice", "rockets launch into orbit", "bread rises in the oven", "rivers flow to the sea"]
 
@@ -237,12 +238,23 @@ def test_read_corpus_keeps_ids_titles_and_metadata(tmp_path: Path) -> None:
 
 
 def test_join_title() -> None:
-    from embedforge.collection import join_title
+    from embedforge.ingest import join_title
 
     assert join_title("Cats", "They purr.") == "Cats. They purr."
     assert join_title("Do cats purr?", "Yes.") == "Do cats purr? Yes."
     assert join_title("", "Only text.") == "Only text."
     assert join_title("Only title", "") == "Only title"
+
+
+def test_ingest_names_still_importable_from_collection() -> None:
+    from embedforge import collection, ingest
+    from embedforge.collection import index_documents as old_index
+    from embedforge.collection import join_title as old_join
+    from embedforge.collection import read_corpus as old_read
+
+    assert (old_index, old_join, old_read) == (ingest.index_documents, ingest.join_title, ingest.read_corpus)
+    with pytest.raises(AttributeError):
+        collection.no_such_name  # noqa: B018
 
 
 def test_indexing_with_another_model_is_refused(coll: Collection, tmp_path: Path) -> None:

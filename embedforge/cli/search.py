@@ -62,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from embedforge.collection import index_documents, read_corpus
+    from embedforge.ingest import index_documents, read_corpus
 
     docs = read_corpus(args.input)
     if args.limit is not None:
