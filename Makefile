@@ -7,7 +7,7 @@ DATA   ?= ../shared/data
 # torch first, pinned to the CPU build that lies on disk; any other spec pulls a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install demo test test-all lint bench clean
+.PHONY: install demo test test-all lint bench bench-sts bench-explore bench-serve bench-search bench-ann clean
 
 install: $(STAMP)
 
@@ -31,8 +31,23 @@ test: lint
 test-all: lint
 	$(PY) -m pytest -q -m "slow or not slow"
 
-bench: install
+# Benchmarks run one at a time (2-core machines): never beside each other or a test suite.
+bench: bench-sts bench-explore bench-serve bench-search bench-ann
+
+bench-sts: install
 	$(PY) bench/sts.py --data-dir $(DATA)
+
+bench-explore: install
+	$(PY) bench/explore.py --data-dir $(DATA) --update-benchmarks
+
+bench-serve: install
+	$(PY) bench/serve.py
+
+bench-search: install
+	$(PY) bench/search_scifact.py --data-dir $(DATA) --reranker auto
+
+bench-ann: install
+	$(PY) bench/ann.py
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache .mypy_cache .ruff_cache
