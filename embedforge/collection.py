@@ -33,6 +33,7 @@ from embedforge.corpus import Document
 from embedforge.errors import InputError
 from embedforge.index import VectorIndex, auto_spec, exact_search, load_index, make_index
 from embedforge.io import atomic_write, write_json
+from embedforge.models import embedding_dim
 from embedforge.search import DEFAULT_FUSION, BM25Index, Hit, match_metadata
 
 if TYPE_CHECKING:
@@ -389,7 +390,7 @@ class Collection:
             return self._model
         if id(model) in self._checked_models:
             return model
-        dim = (getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension)()
+        dim = embedding_dim(model)
         if dim != self.dim:
             raise InputError(f"dimension mismatch: the model gives {dim}-dim vectors, the collection holds {self.dim}-dim ones ({self.manifest['model']})")
         probe = encode(model, list(FINGERPRINT_TEXTS), normalize=True)

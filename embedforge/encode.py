@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from embedforge.errors import InputError
+from embedforge.models import embedding_dim
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -80,9 +81,9 @@ def encode(
             raise InputError(f"text #{i} is {type(text).__name__}, expected str")
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
-    dim = model.get_sentence_embedding_dimension()
+    dim = embedding_dim(model)
     if not texts:
-        return np.zeros((0, dim or 0), dtype=np.float32)
+        return np.zeros((0, dim), dtype=np.float32)
     if show_progress is None:
         show_progress = len(texts) > 1000
     with _max_length(model, max_length), _autocast(model, precision):

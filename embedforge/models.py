@@ -39,6 +39,7 @@ __all__ = [
     "read_manifest",
     "model_info",
     "pooling_name",
+    "embedding_dim",
 ]
 
 logger = logging.getLogger(__name__)
@@ -167,6 +168,12 @@ def pooling_name(module: Any) -> str:
     return mode if isinstance(mode, str) else "+".join(mode)
 
 
+def embedding_dim(model: Any) -> int:
+    """The output dimension of a model or module (sentence-transformers >= 6 and older spellings)."""
+    getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return int(getter())
+
+
 def model_info(model: SentenceTransformer) -> dict[str, Any]:
     """Pooling, normalisation, max length and dimension read off a loaded model."""
     from sentence_transformers.models import Normalize, Pooling
@@ -182,7 +189,7 @@ def model_info(model: SentenceTransformer) -> dict[str, Any]:
         "pooling": pooling,
         "normalize": normalize,
         "max_seq_length": model.max_seq_length,
-        "dimension": model.get_sentence_embedding_dimension(),
+        "dimension": embedding_dim(model),
     }
 
 

@@ -14,10 +14,13 @@ REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("EMBEDFORGE_DATA", REPO.parent / "shared" / "data"))
 
 
-def build_tiny_bert(path: Path, *, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
-    """A random BertModel (plain transformers layout) with the MiniLM tokenizer, saved at ``path``."""
+def build_tiny_bert(
+    path: Path, *, hidden: int = 32, layers: int = 2, seed: int = 0, num_labels: int | None = None
+) -> Path:
+    """A random BERT with the MiniLM tokenizer, saved at ``path``: a plain BertModel, or with
+    ``num_labels`` a BertForSequenceClassification (the layout of a sentence-transformers CrossEncoder)."""
     import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, BertModel
 
     from embedforge.models import resolve_model
 
@@ -30,8 +33,10 @@ def build_tiny_bert(path: Path, *, hidden: int = 32, layers: int = 2, seed: int 
         num_attention_heads=2,
         intermediate_size=hidden * 2,
         max_position_embeddings=128,
+        num_labels=num_labels or 2,
     )
-    BertModel(config).save_pretrained(path)
+    model = BertModel(config) if num_labels is None else BertForSequenceClassification(config)
+    model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
 

@@ -16,6 +16,8 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
+from conftest import build_tiny_bert  # noqa: E402
+
 from embedforge.encode import encode  # noqa: E402
 from embedforge.serve import ServeConfig, create_app  # noqa: E402
 from embedforge.serve.server import running_server  # noqa: E402
@@ -69,32 +71,9 @@ class FakeCollection:
         return out
 
 
-def build_tiny_cross_encoder(path: Path) -> Path:
-    """A random one-label BertForSequenceClassification with the MiniLM tokenizer (CrossEncoder layout)."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    from embedforge.models import resolve_model
-
-    tok = AutoTokenizer.from_pretrained(resolve_model("minilm"))
-    torch.manual_seed(1)
-    config = BertConfig(
-        vocab_size=tok.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        num_labels=1,
-    )
-    BertForSequenceClassification(config).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def reranker_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_cross_encoder(tmp_path_factory.mktemp("tiny-ce") / "reranker")
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-ce") / "reranker", seed=1, num_labels=1)
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ import numpy as np
 
 from embedforge.encode import encode
 from embedforge.errors import InputError
-from embedforge.models import BUNDLED_MODELS, resolve_model
+from embedforge.models import BUNDLED_MODELS, embedding_dim, resolve_model
 from embedforge.serve.batcher import DirectEncoder, Encoder, MicroBatcher
 from embedforge.serve.config import ServeConfig
 from embedforge.serve.errors import ApiError
@@ -98,8 +98,7 @@ class Service:
     ) -> None:
         self.config = config
         self.model = model
-        get_dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-        self.dimension = int(get_dimension() or 0)
+        self.dimension = embedding_dim(model)
         self.max_seq_length = int(model.max_seq_length or 0)
         self.model_id, self.accepted_names = served_names(config.model, config.model_aliases)
         self.created = int(time.time())

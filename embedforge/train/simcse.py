@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from embedforge.models import pooling_name
+from embedforge.models import embedding_dim, pooling_name
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -141,7 +141,7 @@ def prepare_model(model: SentenceTransformer, pooler: str | None, *, is_sentence
             return pooling_name(modules[index])
         pooler = "cls_mlp" if mode == "unsup" else "cls"
     old = modules[index]
-    dim = old.get_embedding_dimension() if hasattr(old, "get_embedding_dimension") else old.get_sentence_embedding_dimension()
+    dim = embedding_dim(old)
     modules[index] = Pooling(dim, pooling_mode="cls" if pooler.startswith("cls") else "mean")
     if pooler == "cls_mlp":
         mlp = Dense(dim, dim, activation_function=nn.Tanh())
