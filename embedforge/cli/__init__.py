@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "embedforge.cli.explore",
     "embedforge.cli.search",
     "embedforge.cli.serve",
+    "embedforge.cli.adapt",
 )
 
 

@@ -1,0 +1,335 @@
+"""``embedforge adapt`` against real judgments: does the label-free estimate rank the candidates the way
+SciFact's qrels do, is the chosen model never below the base, and what do labelled pairs buy?
+
+Three parts, each one ``adapt`` call (candidates kept) followed by a real evaluation of every model:
+
+* ``scifact`` — SciFact corpus only (label-free): simcse, title, crops, ict. Real metric: nDCG@10 and
+  Recall@100 on the 300 test queries over the full corpus (dense, and hybrid RRF with BM25).
+* ``pairs`` — the same corpus with SciFact's train qrels as labelled pairs: the supervised
+  candidate; its test nDCG@10 beside OpenAI text-embedding-3-small's published 0.734 (MTEB).
+* ``banking77`` — Banking77 train texts (label-free); real metric: same-intent retrieval on the
+  test texts (leave-one-out MAP@10, P@1, nDCG@10 with intent labels adapt never sees).
+
+Agreement: Kendall τ over {base + candidates} between the label-free estimate (each candidate's
+gain on the tasks it does not train on; base = 0) and the real nDCG@10 (MAP@10 on Banking77), and
+the same per construction and for the naive all-task mean, to show which construction tracks.
+
+Embeddings are cached under bench/cache/adapt*/ keyed by the model's weights and the texts; each
+part's adapt output is kept there, so a re-run skips finished parts and resumes an interrupted one.
+
+    python bench/adapt_scifact.py                     # full run, ~85 min on 2 CPU cores
+    python bench/adapt_scifact.py --smoke             # a few hundred documents, small budgets (~25 min)
+    python bench/adapt_scifact.py --parts banking77   # one part
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import CACHE, machine, update_section, write_result  # noqa: E402
+
+from embedforge.adapt import AdaptConfig, QueryPairs, adapt, load_query_pairs, work_dir  # noqa: E402
+from embedforge.adapt.inputs import digest, doc_text  # noqa: E402
+from embedforge.corpus import Document, read_documents, read_records  # noqa: E402
+
+PARTS = ("scifact", "pairs", "banking77")
+BUDGET_MINUTES = {"scifact": 30.0, "pairs": 20.0, "banking77": 10.0}  # ~85 min with the real evaluations
+OPENAI_3_SMALL_SCIFACT = 0.734  # text-embedding-3-small, SciFact nDCG@10, MTEB results repository
+START = time.perf_counter()
+
+
+def say(msg: str) -> None:
+    print(f"[{(time.perf_counter() - START) / 60:5.1f} min] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- data
+
+
+def load_scifact(folder: Path, smoke: bool) -> tuple[list[Document], dict[str, str], dict[str, dict[str, int]], QueryPairs]:
+    """(documents, test queries, test qrels, train pairs); smoke: ~300 documents, 30 test queries."""
+    docs = read_documents(folder)
+    queries = {str(r["_id"]): str(r["text"]) for _, r in read_records(folder / "queries.jsonl")}
+    qrels: dict[str, dict[str, int]] = {}
+    with open(folder / "qrels" / "test.tsv", encoding="utf-8") as f:
+        for row in csv.reader(f, delimiter="\t"):
+            if len(row) >= 3 and row[2].strip().isdigit() and int(row[2]) > 0:
+                qrels.setdefault(row[0], {})[row[1]] = int(row[2])
+    pairs = load_query_pairs(folder, docs)
+    if smoke:
+        qrels = {q: qrels[q] for q in sorted(qrels)[:30]}
+        keep = {d for j in qrels.values() for d in j} | set(pairs.doc_ids[:120])
+        docs = [d for i, d in enumerate(docs) if d.id in keep or i < 300 - len(keep)]
+        rows = list(range(min(120, len(pairs))))
+        pairs = QueryPairs([pairs.queries[i] for i in rows], [pairs.docs[i] for i in rows],
+                           [pairs.doc_ids[i] for i in rows], pairs.source)
+    return docs, {q: queries[q] for q in qrels}, qrels, pairs
+
+
+def load_banking(folder: Path, smoke: bool) -> tuple[list[Document], list[str], list[str]]:
+    """(train texts as documents, test texts, test intents); smoke: 400 train / 300 test."""
+    train = [(str(r["text"]), str(r["category"])) for _, r in read_records(folder / "train.csv")]
+    test = [(str(r["text"]), str(r["category"])) for _, r in read_records(folder / "test.csv")]
+    if smoke:
+        train, test = train[::25][:400], test[::10][:300]
+    return [Document(str(i), t) for i, (t, _) in enumerate(train)], [t for t, _ in test], [y for _, y in test]
+
+
+# ---------------------------------------------------------------- embeddings and metrics
+
+
+def model_key(model: str) -> str:
+    weights = Path(model) / "model.safetensors"
+    if not weights.is_file():
+        return "".join(c if c.isalnum() else "_" for c in model)
+    h = hashlib.sha256()
+    with open(weights, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def embed(model: str, texts: list[str], tag: str, cache: Path, max_length: int) -> np.ndarray:
+    from embedforge.encode import encode
+    from embedforge.io import save_npy
+    from embedforge.models import load_model
+
+    file = cache / f"emb-{tag}-{model_key(model)}-{digest(texts)}-{max_length}.npy"
+    if file.is_file():
+        return np.load(file)
+    t = time.perf_counter()
+    vectors = encode(load_model(model), texts, batch_size=32, max_length=max_length, show_progress=len(texts) > 1000)
+    save_npy(file, vectors)
+    say(f"  encoded {len(texts):,} {tag} texts in {time.perf_counter() - t:.0f}s")
+    return vectors
+
+
+def retrieval(qvec: np.ndarray, dvec: np.ndarray, sparse: tuple[np.ndarray, np.ndarray] | None, ids: list[str],
+              qids: list[str], qrels: dict[str, dict[str, int]]) -> dict[str, float]:
+    from embedforge.evaluate.metrics import ndcg_at_k, recall_at_k
+    from embedforge.index import exact_search
+    from embedforge.search import fuse
+
+    def run(scores: np.ndarray, rows: np.ndarray) -> dict[str, dict[str, float]]:
+        return {q: {ids[r]: float(s) for r, s in zip(rr, ss, strict=True) if r >= 0} for q, rr, ss in zip(qids, rows, scores, strict=True)}
+
+    dense = exact_search(qvec, dvec, np.arange(len(ids), dtype=np.int64), 100)
+    out = {"ndcg@10": ndcg_at_k(run(*dense), qrels, 10), "recall@100": recall_at_k(run(*dense), qrels, 100)}
+    if sparse is not None:
+        hybrid = fuse(dense, sparse, 100, "rrf")
+        out["hybrid_ndcg@10"] = ndcg_at_k(run(*hybrid), qrels, 10)
+    return out
+
+
+def same_intent(emb: np.ndarray, labels: list[str]) -> dict[str, float]:
+    """Leave-one-out same-intent retrieval: P@1, MAP@10 and nDCG@10 (binary relevance = same intent)."""
+    y = np.asarray(labels)
+    sims = emb @ emb.T  # (n, n)
+    np.fill_diagonal(sims, -np.inf)
+    top = np.argsort(-sims, axis=1)[:, :10]  # (n, 10)
+    hits = y[top] == y[:, None]  # (n, 10)
+    relevant = np.array([(y == label).sum() - 1 for label in y])
+    prec = np.cumsum(hits, axis=1) / np.arange(1, 11)
+    ap = (prec * hits).sum(axis=1) / np.minimum(relevant, 10).clip(min=1)
+    disc = 1 / np.log2(np.arange(2, 12))
+    idcg = np.array([disc[: min(r, 10)].sum() for r in relevant]).clip(min=1e-12)
+    return {"P@1": float(hits[:, 0].mean()), "MAP@10": float(ap.mean()), "ndcg@10": float(((hits * disc).sum(axis=1) / idcg).mean())}
+
+
+def kendall(estimate: dict[str, float], real: dict[str, float]) -> dict[str, Any]:
+    from scipy.stats import kendalltau
+
+    names = [n for n in real if n in estimate]
+    if len(names) < 3:
+        return {"tau": None, "p": None, "n": len(names)}
+    res = kendalltau([estimate[n] for n in names], [real[n] for n in names])
+    if not np.isfinite(res.statistic):  # one side all tied: no ranking to agree with
+        return {"tau": None, "p": None, "n": len(names)}
+    return {"tau": round(float(res.statistic), 3), "p": round(float(res.pvalue), 3), "n": len(names)}
+
+
+def agreement(report: dict[str, Any], real: dict[str, float]) -> dict[str, Any]:
+    """τ of the decision's estimate, the naive all-task mean and every single construction vs the real metric."""
+    trained = {n: c for n, c in report["candidates"].items() if c["status"] == "trained"}
+    judged = {"base": 0.0} | {n: c["label_free_gain"][0] for n, c in trained.items() if c["label_free_gain"]}
+    tasks = list(report["heldout"]["tasks"])
+    naive = {"base": 0.0} | {n: float(np.mean([c["task_gains"][t][0] for t in tasks])) for n, c in trained.items()}
+    out = {"judged": kendall(judged, real), "all_tasks_mean": kendall(naive, real)}
+    for t in tasks:
+        out[t] = kendall({"base": 0.0} | {n: c["task_gains"][t][0] for n, c in trained.items()}, real)
+    labelled = {"base": 0.0} | {n: c["labelled_gain"][0] for n, c in trained.items() if c["labelled_gain"]}
+    if len(labelled) > 1:
+        out["labelled"] = kendall(labelled, real)
+    return out
+
+
+# ---------------------------------------------------------------- parts
+
+
+def run_adapt(part: str, model: str, corpus: list[Document], config: AdaptConfig, cache: Path, args: argparse.Namespace,
+              pairs: QueryPairs | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+    """adapt once (or reuse a finished run): (report, {name: model path})."""
+    import json
+
+    out = cache / part / "model"
+    report_file = out / "adapt-report" / "report.json"
+    if not report_file.is_file():
+        say(f"{part}: adapt with budget {config.budget_seconds / 60:.0f} min ({len(corpus):,} documents)")
+        adapt(model, corpus, out, config, pairs=pairs, data_dir=args.data_dir, overwrite=True)
+    else:
+        say(f"{part}: reusing the finished adapt run in {out}")
+    report = json.loads(report_file.read_text())
+    models = {"base": model} | {n: str(work_dir(out) / "models" / n) for n, c in report["candidates"].items() if c["status"] == "trained"}
+    return report, models
+
+
+def row(report: dict[str, Any], name: str, real: dict[str, float]) -> dict[str, Any]:
+    cand = report["candidates"].get(name, {})
+    lf = report["models"].get(name, {}).get("label_free", {})
+    return {**{k: round(v, 4) for k, v in real.items()}, "label_free": {t: v[0] for t, v in lf.items()},
+            "label_free_gain": cand.get("label_free_gain"), "labelled_gain": cand.get("labelled_gain"),
+            "judged_on": cand.get("judged_on"), "steps": cand.get("steps"), "train_seconds": cand.get("train_seconds")}
+
+
+def part_scifact(part: str, args: argparse.Namespace, cache: Path) -> dict[str, Any]:
+    from embedforge.search import BM25Index
+
+    docs, queries, qrels, pairs = load_scifact(Path(args.data_dir) / "retrieval" / "scifact", args.smoke)
+    labelled = part == "pairs"
+    config = AdaptConfig(
+        budget_seconds=args.budget.get(part, BUDGET_MINUTES[part]) * 60, keep_candidates=True,
+        candidates=("supervised",) if labelled else ("simcse", "title", "crops", "ict"),
+        max_length=args.max_length, **args.overrides,
+    )
+    report, models = run_adapt(part, args.model, docs, config, cache, args, pairs if labelled else None)
+    ids, texts = [d.id for d in docs], [doc_text(d) for d in docs]
+    qids = sorted(queries)
+    qtexts = [queries[q] for q in qids]
+    sparse = BM25Index.build(texts).search(qtexts, 100)
+    rows: dict[str, Any] = {}
+    real: dict[str, float] = {}
+    for name, path in models.items():
+        say(f"{part}: real evaluation of {name}")
+        dvec = embed(path, texts, "scifact-docs", cache, args.max_length)
+        qvec = embed(path, qtexts, "scifact-queries", cache, args.max_length)
+        metrics = retrieval(qvec, dvec, sparse, ids, qids, qrels)
+        real[name] = metrics["ndcg@10"]
+        rows[name] = row(report, name, metrics)
+    from embedforge.evaluate.metrics import ndcg_at_k, recall_at_k
+
+
+    run = {q: {ids[r]: float(s) for r, s in zip(rr, ss, strict=True) if r >= 0} for q, rr, ss in zip(qids, sparse[1], sparse[0], strict=True)}
+    bm25 = {"ndcg@10": ndcg_at_k(run, qrels, 10), "recall@100": recall_at_k(run, qrels, 100)}
+    rows["bm25"] = row(report, "bm25", bm25)
+    chosen = report["decision"]["chosen"]
+    out = {"documents": len(docs), "queries": len(qids), "models": rows, "chosen": chosen,
+           "decision": report["decision"]["reason"], "notes": report["decision"]["notes"],
+           "chosen_not_below_base": real[chosen] >= real["base"] - 1e-9, "agreement": agreement(report, real),
+           "plan": report["plan"]["summary"], "adapt_seconds": report["seconds"]}
+    if labelled:
+        out["openai_text_embedding_3_small"] = OPENAI_3_SMALL_SCIFACT
+    return out
+
+
+def part_banking(args: argparse.Namespace, cache: Path) -> dict[str, Any]:
+    docs, test_texts, test_labels = load_banking(Path(args.data_dir) / "clustering" / "banking77", args.smoke)
+    config = AdaptConfig(budget_seconds=args.budget.get("banking77", BUDGET_MINUTES["banking77"]) * 60, keep_candidates=True,
+                         candidates=("simcse", "crops", "ict"), max_length=64, **args.overrides)
+    report, models = run_adapt("banking77", args.model, docs, config, cache, args)
+    rows, real = {}, {}
+    for name, path in models.items():
+        say(f"banking77: real evaluation of {name}")
+        metrics = same_intent(embed(path, test_texts, "banking77-test", cache, 64), test_labels)
+        real[name] = metrics["MAP@10"]
+        rows[name] = row(report, name, metrics)
+    chosen = report["decision"]["chosen"]
+    return {"documents": len(docs), "test_texts": len(test_texts), "models": rows, "chosen": chosen,
+            "decision": report["decision"]["reason"], "notes": report["decision"]["notes"],
+            "chosen_not_below_base": real[chosen] >= real["base"] - 1e-9, "agreement": agreement(report, real),
+            "plan": report["plan"]["summary"], "adapt_seconds": report["seconds"]}
+
+
+# ---------------------------------------------------------------- output
+
+
+def _gain(g: list[float] | None) -> str:
+    return "–" if not g else f"{g[0]:+.2f} [{g[1]:+.2f}, {g[2]:+.2f}]"
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    """The BENCHMARKS.md section: per part, real metrics beside the label-free estimate, τ and the decision."""
+    m = results["machine"]
+    lines = [
+        "## Adapt, `bench/adapt_scifact.py`",
+        "",
+        f"Base `{results['model']}`. Real metrics on judgments adapt never sees; label-free Δ = gain over the base in "
+        f"nDCG@10 points on held-out pseudo-queries of the tasks the candidate does not train on (95% CI). "
+        f"Machine: {m['cpu']}, {m['cores']} cores; commit {m['commit']}; {results['seconds'] / 60:.0f} min.",
+    ]
+    for part, res in results["parts"].items():
+        banking = part == "banking77"
+        metric_cols = ["MAP@10", "P@1", "ndcg@10"] if banking else ["ndcg@10", "recall@100", "hybrid_ndcg@10"]
+        labelled = any(r.get("labelled_gain") for r in res["models"].values())
+        lines += ["", f"### {part}: {res['documents']:,} documents" + (" + labelled pairs" if labelled else ""), "",
+                  "| model | " + " | ".join(metric_cols) + " | label-free Δ | " + ("labelled Δ | " if labelled else "") + "steps |",
+                  "|---|" + "---|" * (len(metric_cols) + 2 + labelled)]
+        for name, r in res["models"].items():
+            mark = " **(chosen)**" if name == res["chosen"] else ""
+            cells = [f"{r[c]:.3f}" if c in r else "–" for c in metric_cols]
+            lines.append(f"| {name}{mark} | " + " | ".join(cells) + f" | {_gain(r['label_free_gain'])} | "
+                         + (f"{_gain(r['labelled_gain'])} | " if labelled else "") + f"{r['steps'] or '–'} |")
+        ag = res["agreement"]
+        taus = ", ".join(f"{k} {v['tau']:+.2f}" if v["tau"] is not None else f"{k} n/a" for k, v in ag.items())
+        lines += ["", f"Decision: **{res['chosen']}** — {res['decision']}. Chosen not below the base: "
+                  f"{'yes' if res['chosen_not_below_base'] else '**no**'}. Kendall τ with the real metric ({ag['judged']['n']} models): {taus}."]
+        lines += [f"Note: {n}" for n in res["notes"]]
+        if "openai_text_embedding_3_small" in res:
+            lines.append(f"OpenAI text-embedding-3-small (published): nDCG@10 {res['openai_text_embedding_3_small']:.3f}.")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-dir", default="../shared/data")
+    p.add_argument("--model", default="minilm")
+    p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
+    p.add_argument("--budget", action="append", default=[], metavar="PART=MIN",
+                   help=f"adapt budget in minutes for one part, e.g. scifact=30 (defaults: {BUDGET_MINUTES})")
+    p.add_argument("--max-length", type=int, default=256, help="SciFact tokens per document (Banking77 uses 64)")
+    p.add_argument("--smoke", action="store_true", help="a few hundred documents, 6-8 minute budgets, 64 tokens")
+    args = p.parse_args(argv)
+    args.budget = {k: float(v) for k, v in (b.split("=", 1) for b in args.budget)}
+    args.overrides = {}
+    cache = CACHE / "adapt"
+    if args.smoke:
+        # set-up (base evaluation + one probe per candidate) alone takes 2-3 min on 2 busy cores
+        args.budget = {"scifact": 8.0, "pairs": 6.0, "banking77": 6.0} | args.budget
+        args.max_length = 64
+        args.overrides = {"batch_size": 16, "min_steps": 2, "probe_steps": 3, "n_resamples": 500, "heldout_max": 60}
+        cache = CACHE / "adapt-smoke"
+    parts = [x.strip() for x in args.parts.split(",") if x.strip()]
+    results: dict[str, Any] = {"model": args.model, "smoke": args.smoke, "machine": machine(), "parts": {}}
+    for part in parts:
+        results["parts"][part] = part_banking(args, cache) if part == "banking77" else part_scifact(part, args, cache)
+        say(f"{part}: done")
+    results["seconds"] = round(time.perf_counter() - START, 1)
+    name = "adapt_scifact-smoke" if args.smoke else "adapt_scifact"
+    path = write_result(name, results)
+    table = markdown_table(results)
+    if not args.smoke and parts == list(PARTS):
+        update_section("adapt_scifact", table)
+    print(table)
+    say(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
