@@ -173,7 +173,14 @@ def time_mining(emb: np.ndarray, label: str) -> dict[str, Any]:
 
 def markdown_table(results: dict[str, Any]) -> str:
     """Two Markdown tables: quality per model, then mining time and recall."""
+    m0 = results["machine"]
     lines = [
+        "## Explore: paraphrase detection, clustering, mining (`bench/explore.py`)",
+        "",
+        f"Machine: {m0.get('cpu')}, {m0.get('cores')} cores, no GPU; torch {m0.get('torch')}; commit {m0.get('commit')}. "
+        "MSRP test: cosine scores as paraphrase detector (AP, best F1). Clustering: k-means on normalised embeddings, "
+        "V-measure and ARI × 100 against the labels; auto k = silhouette over a geometric grid (see cluster.choose_k).",
+        "",
         "| model | MSRP AP | MSRP best F1 | Banking77 V (k=77) | ARI (k=77) | auto k | V (auto) | ARI (auto) "
         "| AG News V (k=4) | ARI (k=4) |",
         "|---|---|---|---|---|---|---|---|---|---|",
