@@ -131,17 +131,9 @@ def retrieval(qvec: np.ndarray, dvec: np.ndarray, sparse: tuple[np.ndarray, np.n
 
 def same_intent(emb: np.ndarray, labels: list[str]) -> dict[str, float]:
     """Leave-one-out same-intent retrieval: P@1, MAP@10 and nDCG@10 (binary relevance = same intent)."""
-    y = np.asarray(labels)
-    sims = emb @ emb.T  # (n, n)
-    np.fill_diagonal(sims, -np.inf)
-    top = np.argsort(-sims, axis=1)[:, :10]  # (n, 10)
-    hits = y[top] == y[:, None]  # (n, 10)
-    relevant = np.array([(y == label).sum() - 1 for label in y])
-    prec = np.cumsum(hits, axis=1) / np.arange(1, 11)
-    ap = (prec * hits).sum(axis=1) / np.minimum(relevant, 10).clip(min=1)
-    disc = 1 / np.log2(np.arange(2, 12))
-    idcg = np.array([disc[: min(r, 10)].sum() for r in relevant]).clip(min=1e-12)
-    return {"P@1": float(hits[:, 0].mean()), "MAP@10": float(ap.mean()), "ndcg@10": float(((hits * disc).sum(axis=1) / idcg).mean())}
+    from embedforge.evaluate.metrics import same_label_retrieval
+
+    return same_label_retrieval(emb, labels, k=10)
 
 
 def kendall(estimate: dict[str, float], real: dict[str, float]) -> dict[str, Any]:

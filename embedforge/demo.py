@@ -41,17 +41,11 @@ def label_scores(emb: np.ndarray, labels: list[str], seed: int = 0) -> dict[str,
     from sklearn.cluster import KMeans
     from sklearn.metrics import v_measure_score
 
-    y = np.asarray(labels)
-    sims = emb @ emb.T  # (n, n) cosine: rows are normalised
-    np.fill_diagonal(sims, -np.inf)
-    top = np.argsort(-sims, axis=1)[:, :10]  # (n, 10)
-    hits = y[top] == y[:, None]  # (n, 10)
-    precision_at = np.cumsum(hits, axis=1) / np.arange(1, 11)
-    relevant = np.array([(y == label).sum() - 1 for label in y])
-    ap10 = (precision_at * hits).sum(axis=1) / np.minimum(relevant, 10).clip(min=1)
-    k = len(set(labels))
-    clusters = KMeans(n_clusters=k, n_init=3, random_state=seed).fit_predict(emb)
-    return {"P@1": float(hits[:, 0].mean()), "MAP@10": float(ap10.mean()), "V-measure": float(v_measure_score(y, clusters))}
+    from embedforge.evaluate.metrics import same_label_retrieval
+
+    retrieval = same_label_retrieval(emb, labels, k=10)
+    clusters = KMeans(n_clusters=len(set(labels)), n_init=3, random_state=seed).fit_predict(emb)
+    return {"P@1": retrieval["P@1"], "MAP@10": retrieval["MAP@10"], "V-measure": float(v_measure_score(labels, clusters))}
 
 
 def labelled_pairs(rows: list[tuple[str, str]], per_intent: int, path: Path, seed: int = 0) -> int:

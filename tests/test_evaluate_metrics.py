@@ -225,3 +225,25 @@ def test_paired_bootstrap() -> None:
         paired_bootstrap(a, {"q0": 1.0})
     with pytest.raises(ValueError):
         paired_bootstrap([1.0, 2.0], [1.0])
+
+
+def test_same_label_retrieval_matches_a_loop():
+    from embedforge.evaluate.metrics import same_label_retrieval
+
+    rng = np.random.default_rng(3)
+    emb = rng.normal(size=(40, 8))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    labels = [str(i % 6) for i in range(39)] + ["lonely"]
+    p1, ap, nd = [], [], []
+    for i in range(40):
+        order = [j for j in np.argsort(-(emb @ emb[i])) if j != i][:5]
+        rel = [labels[j] == labels[i] for j in order]
+        n_rel = sum(labels[j] == labels[i] for j in range(40) if j != i)
+        p1.append(float(rel[0]))
+        ap.append(sum(sum(rel[: r + 1]) / (r + 1) for r in range(5) if rel[r]) / max(min(n_rel, 5), 1))
+        ideal = sum(1 / np.log2(r + 2) for r in range(min(n_rel, 5)))
+        nd.append(sum(1 / np.log2(r + 2) for r in range(5) if rel[r]) / ideal if ideal else 0.0)
+    got = same_label_retrieval(emb, labels, k=5)
+    assert got["P@1"] == pytest.approx(np.mean(p1))
+    assert got["MAP@5"] == pytest.approx(np.mean(ap))
+    assert got["ndcg@5"] == pytest.approx(np.mean(nd))

@@ -24,6 +24,7 @@ __all__ = [
     "recall_at_k",
     "bootstrap_ci",
     "paired_bootstrap",
+    "same_label_retrieval",
 ]
 
 Run = Mapping[str, Mapping[str, float]]  # query id -> {doc id: retrieval score}
@@ -291,3 +292,27 @@ def paired_bootstrap(
         if a.shape != b.shape:
             raise ValueError(f"a and b must have the same length, got {a.shape[0]} and {b.shape[0]}")
     return _percentile_ci(b - a, n_resamples, seed, confidence)
+
+
+def same_label_retrieval(emb: np.ndarray, labels: Sequence[str], k: int = 10) -> dict[str, float]:
+    """Leave-one-out retrieval where every other text with the same label is relevant.
+
+    Each row of ``emb`` (L2-normalised, so dot = cosine) queries all other rows. Returns the means of
+    P@1, MAP@k (AP@k = Σ_r P@r·rel_r / min(|R|, k)) and nDCG@k (binary gain, log₂(r+1) discount);
+    a text whose label occurs once has no relevant document and scores 0.
+    """
+    y = np.asarray(labels)
+    sims = emb @ emb.T  # (n, n)
+    np.fill_diagonal(sims, -np.inf)
+    top = np.argsort(-sims, axis=1)[:, :k]  # (n, k)
+    hits = y[top] == y[:, None]  # (n, k)
+    relevant = np.array([(y == label).sum() - 1 for label in y])  # (n,)
+    precision = np.cumsum(hits, axis=1) / np.arange(1, k + 1)
+    ap = (precision * hits).sum(axis=1) / np.minimum(relevant, k).clip(min=1)
+    discounts = 1 / np.log2(np.arange(2, k + 2))  # (k,)
+    ideal = np.array([discounts[: min(r, k)].sum() for r in relevant]).clip(min=1e-12)
+    return {
+        "P@1": float(hits[:, 0].mean()),
+        f"MAP@{k}": float(ap.mean()),
+        f"ndcg@{k}": float(((hits * discounts).sum(axis=1) / ideal).mean()),
+    }
