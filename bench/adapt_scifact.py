@@ -264,20 +264,24 @@ def markdown_table(results: dict[str, Any]) -> str:
         "",
         f"Base `{results['model']}`. Real metrics on judgments adapt never sees; label-free Δ = gain over the base in "
         f"nDCG@10 points on held-out pseudo-queries of the tasks the candidate does not train on (95% CI). "
-        f"Machine: {m['cpu']}, {m['cores']} cores; commit {m['commit']}; {results['seconds'] / 60:.0f} min.",
+        f"Machine: {m['cpu']}, {m['cores']} cores; commit {m['commit']}; this invocation {results['seconds'] / 60:.0f} min "
+        f"(finished adapt runs and cached embeddings are reused; `train s` is each candidate's own training time).",
     ]
+    if results.get("note"):
+        lines += ["", f"Note: {results['note']}"]
     for part, res in results["parts"].items():
         banking = part == "banking77"
         metric_cols = ["MAP@10", "P@1", "ndcg@10"] if banking else ["ndcg@10", "recall@100", "hybrid_ndcg@10"]
         labelled = any(r.get("labelled_gain") for r in res["models"].values())
         lines += ["", f"### {part}: {res['documents']:,} documents" + (" + labelled pairs" if labelled else ""), "",
-                  "| model | " + " | ".join(metric_cols) + " | label-free Δ | " + ("labelled Δ | " if labelled else "") + "steps |",
-                  "|---|" + "---|" * (len(metric_cols) + 2 + labelled)]
+                  "| model | " + " | ".join(metric_cols) + " | label-free Δ | " + ("labelled Δ | " if labelled else "") + "steps | train s |",
+                  "|---|" + "---|" * (len(metric_cols) + 3 + labelled)]
         for name, r in res["models"].items():
             mark = " **(chosen)**" if name == res["chosen"] else ""
             cells = [f"{r[c]:.3f}" if c in r else "–" for c in metric_cols]
             lines.append(f"| {name}{mark} | " + " | ".join(cells) + f" | {_gain(r['label_free_gain'])} | "
-                         + (f"{_gain(r['labelled_gain'])} | " if labelled else "") + f"{r['steps'] or '–'} |")
+                         + (f"{_gain(r['labelled_gain'])} | " if labelled else "") + f"{r['steps'] or '–'} | "
+                         + (f"{r['train_seconds']:.0f} |" if r.get("train_seconds") else "– |"))
         ag = res["agreement"]
         taus = ", ".join(f"{k} {v['tau']:+.2f}" if v["tau"] is not None else f"{k} n/a" for k, v in ag.items())
         lines += ["", f"Decision: **{res['chosen']}** — {res['decision']}. Chosen not below the base: "
@@ -297,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"adapt budget in minutes for one part, e.g. scifact=30 (defaults: {BUDGET_MINUTES})")
     p.add_argument("--max-length", type=int, default=256, help="SciFact tokens per document (Banking77 uses 64)")
     p.add_argument("--smoke", action="store_true", help="a few hundred documents, 6-8 minute budgets, 64 tokens")
+    p.add_argument("--note", default="", help="a sentence for BENCHMARKS.md about this run")
     args = p.parse_args(argv)
     args.budget = {k: float(v) for k, v in (b.split("=", 1) for b in args.budget)}
     args.overrides = {}
@@ -308,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = {"batch_size": 16, "min_steps": 2, "probe_steps": 3, "n_resamples": 500, "heldout_max": 60}
         cache = CACHE / "adapt-smoke"
     parts = [x.strip() for x in args.parts.split(",") if x.strip()]
-    results: dict[str, Any] = {"model": args.model, "smoke": args.smoke, "machine": machine(), "parts": {}}
+    results: dict[str, Any] = {"model": args.model, "smoke": args.smoke, "machine": machine(), "note": args.note, "parts": {}}
     for part in parts:
         results["parts"][part] = part_banking(args, cache) if part == "banking77" else part_scifact(part, args, cache)
         say(f"{part}: done")

@@ -88,3 +88,30 @@ def test_two_close_winners_are_reported_as_inseparable():
     a, b = scores("simcse", 0.05, seed=1), scores("crops", 0.05, seed=2)
     d = decide(base, [a, b], FORMATS, CONFIG)
     assert d.chosen in ("simcse", "crops") and not d.separable and "cannot be separated" in d.notes[0]
+
+
+def test_one_construction_alone_cannot_replace_the_base():
+    """SciFact: ICT was judged on the keyword construction only, gained there and lost on real queries."""
+    base = scores("base")
+    ict = scores("ict", 0.08, seed=1)  # big gain on keywords, its only judged task
+    crops = scores("crops", 0.03, seed=2)  # smaller gain, judged on title and keywords
+    d = decide(base, [ict, crops], FORMATS, CONFIG)
+    v_ict = next(v for v in d.verdicts if v.name == "ict")
+    assert v_ict.tasks == ("keywords",) and not v_ict.eligible
+    assert any("needs 2 that agree" in r for r in v_ict.reasons)
+    assert d.chosen == "crops"
+    lenient = decide(base, [ict, crops], FORMATS, AdaptConfig(n_resamples=500, min_label_free_tasks=1))
+    assert lenient.chosen == "ict", "the old one-construction rule would have taken it"
+
+
+def test_constructions_that_disagree_keep_the_base():
+    base = scores("base")
+    mixed = scores("simcse", 0.0, seed=1)
+    mixed.label_free["keywords"][:] = np.clip(base.label_free["keywords"] + 0.08, 0, 1)
+    mixed.label_free["title"][:] = np.clip(base.label_free["title"] + 0.04, 0, 1)
+    noise = np.random.default_rng(7).normal(0, 0.05, size=base.label_free["span"].shape)
+    mixed.label_free["span"][:] = base.label_free["span"] + (noise - noise.mean()) - 0.002  # a hair behind, within noise
+    d = decide(base, [mixed], FORMATS, CONFIG)
+    v = d.verdicts[0]
+    assert v.label_free_gain is not None and v.label_free_gain[1] > 0, "the mean gain alone would have won"
+    assert d.chosen == "base" and any("disagree" in r and "span" in r for r in v.reasons)

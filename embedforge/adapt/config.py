@@ -5,12 +5,19 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["AdaptConfig", "CANDIDATE_NAMES", "LABEL_FREE_TASKS"]
+__all__ = ["AdaptConfig", "CANDIDATE_NAMES", "LABEL_FREE_TASKS", "DECISION_SETTINGS"]
 
 # Every candidate adapt knows, in the order they are trained (cheap and safe first).
 CANDIDATE_NAMES = ("simcse", "title", "crops", "ict", "supervised")
 # The label-free held-out constructions (see embedforge.adapt.heldout).
 LABEL_FREE_TASKS = ("title", "keywords", "span")
+
+
+# Settings left out of a run's fingerprint: a finished or interrupted run resumes with other values
+# of these, re-deciding from its stored scores without retraining. (min_gain and max_sts_drop only
+# change the decision too, but they have always been fingerprinted: leaving them out now would
+# orphan existing runs.)
+DECISION_SETTINGS = ("budget_seconds", "keep_candidates", "min_label_free_tasks")
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,7 @@ class AdaptConfig:
     n_resamples: int = 2000  # bootstrap resamples for every interval
     confidence: float = 0.95  # two-sided level of every interval
     min_gain: float = 0.0  # nDCG@10 points the lower end of a gain's interval must exceed to replace the base
+    min_label_free_tasks: int = 2  # label-free: constructions a candidate is judged on (and gains on) at least
     max_sts_drop: float = 2.0  # STS-B dev Spearman points a candidate may lose (forgetting check)
     sts_pairs: int = 500  # STS-B dev pairs used (seeded sample; paired, so the difference is far less noisy than each score)
     # The planner.
@@ -68,7 +76,7 @@ class AdaptConfig:
             raise ValueError("batch_size must be >= 2: in-batch negatives need a second text")
         if not 0.0 < self.confidence < 1.0:
             raise ValueError(f"confidence must be in (0, 1), got {self.confidence}")
-        for name in ("max_length", "mine_max_length", "probe_steps", "min_steps", "n_resamples", "labelled_pool", "sts_pairs"):
+        for name in ("min_label_free_tasks", "max_length", "mine_max_length", "probe_steps", "min_steps", "n_resamples", "labelled_pool", "sts_pairs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from embedforge.adapt import candidates as cands
 from embedforge.adapt.choose import Decision, ModelScores, decide
-from embedforge.adapt.config import AdaptConfig
+from embedforge.adapt.config import DECISION_SETTINGS, AdaptConfig
 from embedforge.adapt.heldout import (
     EvalSet,
     Split,
@@ -315,7 +315,7 @@ def adapt(
     docs = load_corpus(corpus)
     qp = load_query_pairs(pairs, docs) if pairs is not None else None
     stsb = _load_stsb(data_dir, config)
-    settings = {k: v for k, v in config.to_dict().items() if k not in ("budget_seconds", "keep_candidates")}
+    settings = {k: v for k, v in config.to_dict().items() if k not in DECISION_SETTINGS}
     fingerprint = digest([model, digest([doc_text(d) for d in docs]), digest(qp.queries + qp.docs) if qp else "-",
                           json.dumps(settings, sort_keys=True), stsb[1]])
     work = work_dir(output)
