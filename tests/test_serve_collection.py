@@ -12,6 +12,8 @@ pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 collection_module = pytest.importorskip("embedforge.collection")
 
+from conftest import build_tiny_bert  # noqa: E402
+
 from embedforge.serve import ServeConfig, create_app  # noqa: E402
 from embedforge.serve.server import running_server  # noqa: E402
 
@@ -68,3 +70,35 @@ def test_search_errors_and_health(server: str) -> None:
         assert bad.json()["error"]["code"] == "invalid_search" and "magic" in bad.json()["error"]["message"]
         health = client.get("/health").json()
         assert health["collection"] == {"name": "docs", "size": len(DOCS), "map_url": None}
+
+
+def test_search_filters_fusion_and_rerank(server: str, collection_dir: Path, tiny_model: Any, tmp_path: Path,
+                                          tiny_model_dir: Path) -> None:
+    coll = collection_module.Collection.open(collection_dir)
+    query = ["bread in the oven"]
+    with httpx.Client(base_url=server, timeout=60) as client:
+        filtered = client.post("/v1/search", json={"query": query, "top_k": 5, "where": {"topic": {"$in": [0, 2]}}})
+        assert filtered.status_code == 200, filtered.text
+        hits = filtered.json()["data"][0]["hits"]
+        expected = coll.search(query, top_k=5, model=tiny_model, where={"topic": {"$in": [0, 2]}})[0]
+        assert [h["id"] for h in hits] == [h.id for h in expected] and len(hits) == 4
+        assert all(h["metadata"]["topic"] in (0, 2) for h in hits)
+        rrf = client.post("/v1/search", json={"query": query, "top_k": 3, "mode": "hybrid", "fusion": "rrf"}).json()
+        want = coll.search(query, top_k=3, mode="hybrid", fusion="rrf", model=tiny_model)[0]
+        assert [h["id"] for h in rrf["data"][0]["hits"]] == [h.id for h in want]
+        bad_op = client.post("/v1/search", json={"query": "x", "where": {"topic": {"$near": 1}}})
+        assert bad_op.status_code == 400 and "$near" in bad_op.json()["error"]["message"]
+        no_ce = client.post("/v1/search", json={"query": "x", "rerank": True})
+        assert no_ce.status_code == 400 and no_ce.json()["error"]["code"] == "no_reranker"
+        assert client.get("/health").status_code == 200, "the server keeps answering"
+
+    from sentence_transformers import CrossEncoder
+
+    ce_dir = build_tiny_bert(tmp_path / "ce", seed=1, num_labels=1)
+    config = ServeConfig(model=str(tiny_model_dir), collection=str(collection_dir), reranker=str(ce_dir))
+    with running_server(create_app(config, model=tiny_model)) as url, httpx.Client(base_url=url, timeout=60) as client:
+        reranked = client.post("/v1/search", json={"query": query, "top_k": 3, "rerank": True})
+        assert reranked.status_code == 200, reranked.text
+    ce = CrossEncoder(str(ce_dir), local_files_only=True, device="cpu")
+    want = coll.search(query, top_k=3, model=tiny_model, rerank=ce)[0]
+    assert [h["id"] for h in reranked.json()["data"][0]["hits"]] == [h.id for h in want]

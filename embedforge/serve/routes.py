@@ -85,7 +85,7 @@ def search(body: SearchRequest, request: Request) -> SearchResponse:
     """Top-k hits per query from the served collection (404 ``no_collection`` without one)."""
     service = _service(request)
     queries = [body.query] if isinstance(body.query, str) else list(body.query)
-    results = service.search(queries, top_k=body.top_k, mode=body.mode)
+    results = service.search(queries, top_k=body.top_k, mode=body.mode, where=body.where, fusion=body.fusion, rerank=body.rerank)
     data = [
         SearchResult(
             query=query,

@@ -59,8 +59,9 @@ class CollectionLike(Protocol):
     manifest: dict[str, Any]  # includes "model"
 
     def search(
-        self, queries: list[str], *, top_k: int = 10, mode: str = "dense", model: Any = None
-    ) -> Sequence[Sequence[HitLike]]: ...
+        self, queries: list[str], *, top_k: int = 10, mode: str = "dense", model: Any = None,
+        where: Any = None, fusion: str = ..., rerank: Any = None,
+    ) -> Sequence[Sequence[HitLike]]: ...  # see Collection.search
 
     def __len__(self) -> int: ...
 
@@ -90,6 +91,9 @@ class SearchRequest(_Request):
     query: StrictStr | list[StrictStr]
     top_k: StrictInt = Field(default=10, ge=1, le=1000)  # hits per query
     mode: StrictStr = "dense"  # dense | bm25 | hybrid, as the collection supports
+    where: dict[str, Any] | None = None  # metadata filter, e.g. {"year": {"$gte": 2020}} (see embedforge.search.match_metadata)
+    fusion: StrictStr | None = None  # hybrid only: "score" (default) or "rrf"
+    rerank: StrictBool = False  # re-score the top hits with the server's cross-encoder (--reranker)
 
 
 class RerankRequest(_Request):

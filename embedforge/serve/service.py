@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 
@@ -275,7 +275,8 @@ class Service:
             return None
         return self.model
 
-    def search(self, queries: list[str], *, top_k: int, mode: str) -> Sequence[Sequence[HitLike]]:
+    def search(self, queries: list[str], *, top_k: int, mode: str, where: dict[str, Any] | None = None,
+               fusion: str | None = None, rerank: bool = False) -> Sequence[Sequence[HitLike]]:
         collection = self.collection
         if collection is None:
             raise ApiError(
@@ -284,9 +285,17 @@ class Service:
                 code="no_collection",
             )
         self.check_texts(queries, "query")
+        reranker = self.reranker
+        if rerank and reranker is None:
+            raise ApiError(400, "this server has no re-ranker; start it with `--reranker CROSS_ENCODER_DIR` to use 'rerank'",
+                           code="no_reranker", param="rerank")
+        # only what the request sets: a plain request works with any collection-like object
+        options: dict[str, Any] = {k: v for k, v in (("where", where), ("fusion", fusion)) if v is not None}
+        if rerank:
+            options["rerank"] = reranker
         try:
             return self._on_model_thread(
-                lambda: collection.search(queries, top_k=top_k, mode=mode, model=self.collection_model)
+                lambda: collection.search(queries, top_k=top_k, mode=mode, model=self.collection_model, **options)
             )
         except (InputError, ValueError) as err:
             raise ApiError(400, str(err), code="invalid_search") from err
