@@ -292,12 +292,12 @@ class Collection:
     def __contains__(self, doc_id: object) -> bool:
         return doc_id in self._row
 
-    def _encode_docs(self, texts: Sequence[str], batch_size: int, show_progress: bool | None) -> np.ndarray:
+    def _encode_docs(self, texts: Sequence[str], batch_size: int, show_progress: bool | None, pool: Any = None) -> np.ndarray:
         from embedforge.encode import encode
 
         return encode(
             self.model(), texts, batch_size=batch_size, normalize=True,
-            prompt=self.manifest["document_prefix"] or None, show_progress=show_progress,
+            prompt=self.manifest["document_prefix"] or None, show_progress=show_progress, pool=pool,
         )
 
     def add(

@@ -3,13 +3,15 @@
 A thin wrapper over ``SentenceTransformer.encode`` (which already sorts batches by length and
 shows a progress bar): it fixes one return type, validates inputs, handles ``[]`` and lets the
 caller override max length and compute precision for one call without changing the model.
+:func:`encode_pool` runs the encoding in several worker processes (sentence-transformers' own pool).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -19,9 +21,39 @@ from embedforge.models import embedding_dim
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-__all__ = ["encode", "Precision"]
+__all__ = ["encode", "encode_pool", "Precision"]
 
 Precision = Literal["float32", "bfloat16", "float16"]
+Pool = dict[Literal["input", "output", "processes"], Any]  # sentence-transformers' process pool
+
+
+@contextlib.contextmanager
+def encode_pool(model: SentenceTransformer, processes: int) -> Iterator[Pool | None]:
+    """A pool of ``processes`` CPU worker processes for :func:`encode` (``None`` when ``processes <= 1``).
+
+    Each worker gets ``cores // processes`` torch threads (at least one), so the pool does not
+    oversubscribe the machine; the pool is stopped on exit. Workers hold a copy of the model as it
+    is when the pool starts: per-call ``max_length`` and ``precision`` do not reach them.
+    """
+    if processes < 1:
+        raise InputError(f"processes must be >= 1, got {processes}")
+    if processes == 1:
+        yield None
+        return
+    threads = str(max(1, (os.cpu_count() or 1) // processes))
+    saved = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = threads  # read by torch in each spawned worker
+    try:
+        pool = model.start_multi_process_pool(["cpu"] * processes)
+    finally:
+        if saved is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = saved
+    try:
+        yield pool
+    finally:
+        model.stop_multi_process_pool(pool)
 
 
 @contextlib.contextmanager
@@ -60,6 +92,7 @@ def encode(
     precision: Precision = "float32",
     show_progress: bool | None = None,
     prompt: str | None = None,
+    pool: Pool | None = None,
 ) -> np.ndarray:
     """Embed ``texts``; returns a C-contiguous float32 array of shape ``(len(texts), dim)``.
 
@@ -72,6 +105,8 @@ def encode(
         precision: compute precision; the output is float32 whatever this is.
         show_progress: progress bar; default: only for more than 1,000 texts.
         prompt: a prefix prepended to every text (e.g. ``"query: "`` for asymmetric models).
+        pool: worker processes from :func:`encode_pool` (then ``max_length`` and ``precision``
+            must stay at their defaults: the workers' model copies do not see them).
     """
     if isinstance(texts, str):
         raise InputError("encode() takes a list of texts, not a single string; wrap it in a list")
@@ -86,6 +121,12 @@ def encode(
         return np.zeros((0, dim), dtype=np.float32)
     if show_progress is None:
         show_progress = len(texts) > 1000
+    if pool is not None:
+        if max_length is not None or precision != "float32":
+            raise InputError("max_length and precision cannot be changed per call with a process pool")
+        out = model.encode(texts, batch_size=batch_size, show_progress_bar=show_progress, convert_to_numpy=True,
+                           normalize_embeddings=normalize, prompt=prompt, pool=pool)
+        return np.ascontiguousarray(out, dtype=np.float32)
     with _max_length(model, max_length), _autocast(model, precision):
         out = model.encode(
             texts,

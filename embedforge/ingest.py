@@ -6,6 +6,7 @@ checkpoint) until the collection is saved in one step.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -78,18 +79,24 @@ def index_documents(
     batch_size: int = 32,
     chunk_size: int = 4096,
     show_progress: bool = True,
+    processes: int = 1,
 ) -> Collection:
     """Embed ``docs`` into the collection at ``path`` (created if needed) in resumable chunks.
 
     Every ``chunk_size`` documents the vectors go to ``path/.staging/shard-N.npy`` and the number
     done to ``checkpoint.json`` (both atomic). Run again after an interruption with the same
     documents and model: finished chunks are read back, not re-encoded. The collection itself
-    changes only at the end, in one :meth:`Collection.save`.
+    changes only at the end, in one :meth:`Collection.save`. ``processes > 1`` encodes with that
+    many worker processes (:func:`embedforge.encode.encode_pool`): for machines with many cores,
+    where one process's torch threads leave cores idle.
     """
     from tqdm.auto import tqdm
 
+    from embedforge.encode import encode_pool
     from embedforge.io import save_npy
 
+    if processes < 1:
+        raise InputError(f"processes must be >= 1, got {processes}")
     root = Path(path)
     if (root / "CURRENT").exists():
         coll = Collection.open(root)
@@ -122,14 +129,15 @@ def index_documents(
             logger.info("resuming: %d of %d documents already embedded", done, len(rows))
     staging.mkdir(parents=True, exist_ok=True)
     shards: list[np.ndarray] = []
-    with tqdm(total=len(rows), initial=done, disable=not show_progress, desc="embedding", unit="doc") as bar:
+    pool_cm = encode_pool(coll.model(), processes) if done < len(rows) else contextlib.nullcontext()
+    with pool_cm as pool, tqdm(total=len(rows), initial=done, disable=not show_progress, desc="embedding", unit="doc") as bar:
         for number, start in enumerate(range(0, len(rows), chunk_size)):
             shard = staging / f"shard-{number:06d}.npy"
             stop = min(start + chunk_size, len(rows))
             if stop <= done and shard.is_file():
                 shards.append(np.load(shard))
                 continue
-            vectors = coll._encode_docs([t for _, t, _ in rows[start:stop]], batch_size, False)
+            vectors = coll._encode_docs([t for _, t, _ in rows[start:stop]], batch_size, False, pool)
             save_npy(shard, vectors)
             write_json(checkpoint, {"signature": signature, "done": stop, "total": len(rows)})
             shards.append(vectors)

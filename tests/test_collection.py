@@ -198,11 +198,11 @@ def test_streaming_index_resumes_after_interruption(tmp_path: Path, tiny_model_d
     real = Collection._encode_docs
     calls: list[int] = []
 
-    def flaky(self, texts, batch_size, show_progress):
+    def flaky(self, texts, batch_size, show_progress, pool=None):
         calls.append(len(texts))
         if len(calls) == 3:
             raise KeyboardInterrupt  # the user pressed Ctrl-C during the third chunk
-        return real(self, texts, batch_size, show_progress)
+        return real(self, texts, batch_size, show_progress, pool)
 
     monkeypatch.setattr(Collection, "_encode_docs", flaky)
     with pytest.raises(KeyboardInterrupt):
@@ -219,6 +219,17 @@ def test_streaming_index_resumes_after_interruption(tmp_path: Path, tiny_model_d
     with pytest.raises(InputError, match="duplicate id"):
         index_documents(tmp_path / "f", str(tiny_model_dir), docs[:2], show_progress=False)
     assert len(index_documents(tmp_path / "f", str(tiny_model_dir), docs[:2], upsert=True, show_progress=False)) == 50
+
+
+def test_index_with_worker_processes_matches_one_process(tmp_path: Path, tiny_model_dir: Path) -> None:
+    docs = make_docs(40)
+    one = index_documents(tmp_path / "one", str(tiny_model_dir), docs, chunk_size=16, show_progress=False)
+    two = index_documents(tmp_path / "two", str(tiny_model_dir), docs, chunk_size=16, show_progress=False, processes=2)
+    np.testing.assert_allclose(np.asarray(two._vectors), np.asarray(one._vectors), atol=1e-5)
+    assert two._ids == one._ids
+    with pytest.raises(InputError, match="processes must be >= 1"):
+        index_documents(tmp_path / "bad", str(tiny_model_dir), docs, processes=0, show_progress=False)
+    assert not (tmp_path / "bad").exists(), "a bad option creates nothing"
 
 
 def test_read_corpus_keeps_ids_titles_and_metadata(tmp_path: Path) -> None:

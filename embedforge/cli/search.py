@@ -26,6 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--upsert", action="store_true", help="replace documents whose id is already in the collection")
     p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
     p.add_argument("--chunk-size", type=int, default=4096, help="documents per checkpoint (resume granularity)")
+    p.add_argument("--processes", type=int, default=1,
+                   help="encode with this many worker processes (for many-core machines; default 1)")
     p.add_argument("--limit", type=int, help="index only the first N documents (smoke tests)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_index)
@@ -72,7 +74,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     coll = index_documents(
         args.collection, args.model, docs, index_spec=args.index, query_prefix=args.query_prefix,
         document_prefix=args.document_prefix, upsert=args.upsert, batch_size=args.batch_size,
-        chunk_size=args.chunk_size, show_progress=not args.no_progress and sys.stderr.isatty(),
+        chunk_size=args.chunk_size, show_progress=not args.no_progress and sys.stderr.isatty(), processes=args.processes,
     )
     print(f"indexed {len(docs)} documents into {args.collection} ({len(coll)} in all, index {coll.manifest['index']})")
     return 0
