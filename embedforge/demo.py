@@ -1,13 +1,18 @@
-"""``make demo``: make your own model on the bundled Banking77 corpus and show, on held-out texts,
-whether it beats the model it started from.
+"""``make demo``: adapt the bundled model to the bundled Banking77 corpus with ``embedforge adapt``
+and show, on held-out texts, whether the result beats the model it started from.
 
-1. Split the bundled corpus (Banking77 train, CC BY 4.0) into training texts and 1,500 held-out texts.
-2. Score the base model on the held-out texts with the intent labels (which training never sees):
-   same-intent retrieval (precision@1, MAP@10) and k-means clustering (V-measure, k = 77).
-3. Train unsupervised SimCSE on the training texts (label-free), score again.
-4. Train supervised on a small labelled slice (10 texts per intent -> same-intent pairs, the way a
-   user would label a few examples), score again. STS-B test is printed as a forgetting check
-   when ``--data-dir`` holds it.
+1. Split the bundled corpus (Banking77 train, CC BY 4.0) into training texts and 1,500 held-out
+   texts. The held-out texts and their intent labels are never shown to ``adapt``.
+2. Score the base model on the held-out texts with the intent labels: same-intent retrieval
+   (precision@1, MAP@10) and k-means clustering (V-measure, k = 77); STS-B test as a forgetting
+   check when ``--data-dir`` holds it.
+3. ``adapt`` label-free (texts only): it tries unsupervised SimCSE and random crops within the
+   budget, measures them on pseudo-queries built from its own held-out slice, and keeps the base
+   model unless a candidate wins beyond noise.
+4. ``adapt`` again with a small labelled slice — 10 texts per intent turned into same-intent pairs,
+   the way a user would label a few examples — so the supervised candidate is measured on
+   held-out labelled queries.
+5. Score both results like the base, print adapt's decisions and a few example searches.
 """
 
 from __future__ import annotations
@@ -19,15 +24,22 @@ import time
 from collections import defaultdict
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from embedforge.config import SimCSEConfig
+from embedforge.adapt import AdaptConfig, QueryPairs, adapt
+from embedforge.corpus import Document
 from embedforge.encode import encode
+from embedforge.errors import InputError
 from embedforge.models import load_model
-from embedforge.train.trainer import train_simcse
 
 HELD_OUT = 1500
+EXAMPLE_QUERIES = (
+    "my new card still hasn't arrived",
+    "why did I pay a fee for taking out cash?",
+    "can I add money with apple pay",
+)
 
 
 def load_banking77() -> list[tuple[str, str]]:
@@ -48,22 +60,19 @@ def label_scores(emb: np.ndarray, labels: list[str], seed: int = 0) -> dict[str,
     return {"P@1": retrieval["P@1"], "MAP@10": retrieval["MAP@10"], "V-measure": float(v_measure_score(labels, clusters))}
 
 
-def labelled_pairs(rows: list[tuple[str, str]], per_intent: int, path: Path, seed: int = 0) -> int:
-    """Write same-intent (sent0, sent1) pairs from ``per_intent`` labelled texts per intent."""
+def labelled_pairs(rows: list[tuple[str, str]], per_intent: int, seed: int = 0) -> QueryPairs:
+    """Same-intent (query, document) pairs from ``per_intent`` labelled texts per intent: each chosen
+    text is paired with the next one of its intent (a ring), so every text is a query once."""
     rng = random.Random(seed)
     by_intent: dict[str, list[str]] = defaultdict(list)
     for text, label in rows:
         by_intent[label].append(text)
-    pairs = []
-    for texts in by_intent.values():
-        chosen = rng.sample(texts, min(per_intent, len(texts)))
-        pairs += [(chosen[i], chosen[(i + 1) % len(chosen)]) for i in range(len(chosen))]
+    pairs: list[tuple[str, str]] = []
+    for label in sorted(by_intent):
+        chosen = rng.sample(by_intent[label], min(per_intent, len(by_intent[label])))
+        pairs += [(chosen[i], chosen[(i + 1) % len(chosen)]) for i in range(len(chosen)) if len(chosen) > 1]
     rng.shuffle(pairs)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["sent0", "sent1"])
-        writer.writerows(pairs)
-    return len(pairs)
+    return QueryPairs([q for q, _ in pairs], [d for _, d in pairs], [""] * len(pairs), source="demo labelled slice")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,10 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     from rich.table import Table
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data-dir", default="../shared/data", help="only for the STS-B forgetting check")
+    ap.add_argument("--data-dir", default="../shared/data", help="STS-B for the forgetting checks (skipped without it)")
     ap.add_argument("--output", default="demo-output")
-    ap.add_argument("--unsup-steps", type=int, default=30)
-    ap.add_argument("--per-intent", type=int, default=10)
+    ap.add_argument("--budget", type=float, default=200.0, help="seconds for the label-free adapt run (default 200)")
+    ap.add_argument("--labelled-budget", type=float, default=300.0,
+                    help="seconds for the labelled adapt run (default 300: mining hard negatives takes ~1 min of it)")
+    ap.add_argument("--per-intent", type=int, default=10, help="labelled texts per intent for the second run")
     args = ap.parse_args(argv)
     console = Console()
     out = Path(args.output)
@@ -83,19 +94,24 @@ def main(argv: list[str] | None = None) -> int:
     random.Random(0).shuffle(rows)
     held, train = rows[:HELD_OUT], rows[HELD_OUT:]
     held_texts, held_labels = [t for t, _ in held], [y for _, y in held]
-    (out / "train_texts.txt").write_text("\n".join(t for t, _ in train) + "\n", encoding="utf-8")
+    docs = [Document(str(i), t) for i, (t, _) in enumerate(train)]
     console.print(f"[bold]Banking77[/]: {len(train)} training texts (labels unused), {len(held)} held-out texts")
 
+    data_dir = Path(args.data_dir)
     stsb = None
-    sts_dir = Path(args.data_dir) / "sts" / "STSBenchmark"
-    if sts_dir.is_dir():
+    if (data_dir / "sts" / "STSBenchmark").is_dir():
         from embedforge.evaluate.sts import load_stsb
 
-        stsb = load_stsb(args.data_dir, "test")
+        stsb = load_stsb(data_dir, "test")
+    else:
+        console.print(f"[yellow]no STS-B under {data_dir}: the forgetting checks are skipped[/]")
 
-    def score(model_name: str) -> dict[str, float]:
+    held_vectors: dict[str, np.ndarray] = {}
+
+    def score(name: str, model_name: str) -> dict[str, float]:
         model = load_model(model_name)
-        result = label_scores(encode(model, held_texts, batch_size=64), held_labels)
+        held_vectors[name] = encode(model, held_texts, batch_size=64)
+        result = label_scores(held_vectors[name], held_labels)
         if stsb is not None:
             from embedforge.evaluate.metrics import cosine_pairs, spearman
 
@@ -104,44 +120,64 @@ def main(argv: list[str] | None = None) -> int:
             result["STS-B"] = 100 * spearman(cosine_pairs(a, b), stsb.scores)
         return result
 
-    table = Table(title="held-out Banking77 (scored with intent labels) and STS-B test")
     results: dict[str, dict[str, float]] = {}
-    timings: dict[str, float] = {}
-    console.print("scoring the base model (all-MiniLM-L6-v2) ...")
-    results["base"] = score("minilm")
+    info: dict[str, dict[str, Any]] = {}
+    console.print("scoring the base model (all-MiniLM-L6-v2) on the held-out texts ...")
+    results["base"] = score("base", "minilm")
 
+    pairs = labelled_pairs(train, args.per_intent)
     runs = [
-        ("+ SimCSE, label-free", "unsup", out / "train_texts.txt",
-         SimCSEConfig(mode="unsup", max_steps=args.unsup_steps, learning_rate=1e-5, batch_size=64)),
+        ("adapt, label-free", "label-free", AdaptConfig(budget_seconds=args.budget, candidates=("simcse", "crops"), max_length=64,
+                                                        batch_size=32, seed=0), None),
+        (f"adapt, {args.per_intent} labelled texts/intent", "labelled",
+         AdaptConfig(budget_seconds=args.labelled_budget, candidates=("supervised",), max_length=64, batch_size=32, seed=0), pairs),
     ]
-    pair_file = out / "labelled_pairs.csv"
-    n_pairs = labelled_pairs(train, args.per_intent, pair_file)
-    runs.append((f"+ {args.per_intent} labelled texts/intent", "sup", pair_file,
-                 SimCSEConfig(mode="sup", epochs=2, learning_rate=3e-5, batch_size=64)))
-    for label, mode, data, config in runs:
-        target = out / f"model-{mode}"
-        console.print(f"training {label} ({data.name}{', ' + str(n_pairs) + ' pairs' if mode == 'sup' else ''}) ...")
+    sts_dir = data_dir if stsb is not None else None
+    for label, tag, config, run_pairs in runs:
+        extra = f" with {len(run_pairs)} labelled pairs" if run_pairs is not None else ""
+        console.print(f"[bold]{label}[/]: embedforge adapt{extra}, budget {config.budget_seconds:.0f} s ...")
         start = time.perf_counter()
-        train_simcse("minilm", data, target, config, overwrite=True)
-        timings[label] = time.perf_counter() - start
-        results[label] = score(str(target))
+        try:
+            res = adapt("minilm", docs, out / f"model-{tag}", config, pairs=run_pairs, data_dir=sts_dir, overwrite=True)
+        except InputError as err:  # e.g. a machine slower than this budget assumes: say so, go on
+            console.print(f"[red]{label}: {err}[/] (a slower machine: `python -m embedforge.demo --budget S --labelled-budget S`)")
+            continue
+        info[label] = {"chosen": res.chosen, "reason": res.decision.reason, "seconds": time.perf_counter() - start,
+                       "report": res.report_dir, "output": res.output}
+        results[label] = score(label, str(res.output))
 
     metrics = list(results["base"])
+    table = Table(title="held-out Banking77 (scored with intent labels adapt never saw) and STS-B test")
     table.add_column("model")
+    table.add_column("adapt chose")
     for m in metrics:
         table.add_column(m, justify="right")
-    table.add_column("train s", justify="right")
+    table.add_column("adapt s", justify="right")
     for name, r in results.items():
         cells = [f"{r[m]:.3f}" if m != "STS-B" else f"{r[m]:.2f}" for m in metrics]
-        table.add_row(name, *cells, f"{timings[name]:.0f}" if name in timings else "–")
+        chose = info[name]["chosen"] if name in info else "–"
+        table.add_row(name, chose, *cells, f"{info[name]['seconds']:.0f}" if name in info else "–")
     console.print(table)
     base_map = results["base"]["MAP@10"]
-    for name, r in results.items():
-        if name != "base":
-            delta = r["MAP@10"] - base_map
-            verdict = "better than" if delta > 0 else "not better than"
-            console.print(f"{name}: MAP@10 {delta:+.3f} vs base -> {verdict} the base on held-out texts")
-    console.print(f"models saved under {out}/ (each with an embedforge.json manifest)")
+    for name, meta in info.items():
+        delta = results[name]["MAP@10"] - base_map
+        verdict = "better than" if delta > 1e-9 else ("the same as" if abs(delta) <= 1e-9 else "worse than")
+        console.print(f"{name}: adapt chose [bold]{meta['chosen']}[/] ({meta['reason']}); held-out MAP@10 "
+                      f"{delta:+.3f} -> {verdict} the base. Report: {meta['report']}/report.md")
+
+    # a few searches over the held-out texts (their vectors are already computed): base vs the labelled run
+    show = ["base"] + [label for label, *_ in runs if label in info][-1:]
+    hits: dict[str, list[list[int]]] = {}
+    for name in show:
+        q_vec = encode(load_model(str(info[name]["output"]) if name in info else "minilm"), list(EXAMPLE_QUERIES))
+        hits[name] = np.argsort(-(q_vec @ held_vectors[name].T), axis=1)[:, :3].tolist()
+    for qi, query in enumerate(EXAMPLE_QUERIES):
+        console.print(f"\n[bold]search the held-out texts:[/] {query!r}")
+        for name in show:
+            console.print(f"  [cyan]{name}[/]")
+            for j in hits[name][qi]:
+                console.print(f"    - {held_texts[j]}  [dim]({held_labels[j]})[/]")
+    console.print(f"\nmodels and adapt reports saved under {out}/ (each model with an embedforge.json manifest)")
     return 0
 
 
