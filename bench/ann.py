@@ -34,7 +34,10 @@ DEFAULT_BACKENDS = (
     "HNSW32;efSearch=64",
     "HNSW32",  # efSearch=128, efConstruction=80
     "HNSW32;efSearch=256",
+    "IVF1024,Flat;nprobe=8",
     "IVF1024,Flat;nprobe=16",
+    "IVF4096,Flat;nprobe=16",
+    "IVF4096,Flat;nprobe=32",
     "IVF1024,PQ48;nprobe=32",
     "IVF1024,PQ48,RFlat;nprobe=32;k_factor=4",
     "int8",
@@ -174,9 +177,14 @@ def main(argv: list[str] | None = None) -> int:
         queries = np.ascontiguousarray(data[-args.queries :], dtype=np.float32)
         label = f"real embeddings from {os.path.basename(args.vectors)}"
     else:
-        base = synthetic(n, args.dim)
-        queries = synthetic(args.queries, args.dim, seed=1)[:, :]
-        label = "synthetic: 2,000 Zipf-sized clusters in a 64-d subspace + noise, normalised"
+        # one mixture: the queries are the last rows of the same draw (each row is an independent
+        # draw, so they are held out from, not copies of, the database)
+        both = synthetic(n + args.queries, args.dim)
+        base, queries = both[:n], np.ascontiguousarray(both[n:])
+        del both
+        label = ("synthetic: 2,000 Zipf-sized clusters in a 64-d subspace + noise, normalised; queries held-out draws "
+                 "of the same mixture; local intrinsic dimension (MLE, k = 20) 17-19 at 5k-50k points, within the 7-23 "
+                 "measured on real MiniLM embeddings of SciFact, MS MARCO, DBpedia and Banking77")
     print(f"{len(base):,} x {base.shape[1]} vectors, {len(queries)} queries", file=sys.stderr)
     t = time.perf_counter()
     _, truth = exact_search(queries, base, np.arange(len(base), dtype=np.int64), K)

@@ -179,8 +179,46 @@ async def _client(url: str, concurrency: int) -> AsyncIterator[Callable[[str, di
         yield post_httpx
 
 
+_CEILING = """
+import json, sys, time
+import torch
+from embedforge.encode import encode
+from embedforge.models import load_model
+threads, batch, model_name = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+texts = json.loads(sys.stdin.read())
+if threads:
+    torch.set_num_threads(threads)
+model = load_model(model_name)
+encode(model, texts[:batch], batch_size=batch)  # warm-up
+t = time.perf_counter()
+for text in texts:
+    encode(model, [text], batch_size=1)
+single = len(texts) / (time.perf_counter() - t)
+t = time.perf_counter()
+for _ in range(3):
+    encode(model, texts, batch_size=batch)
+batched = 3 * len(texts) / (time.perf_counter() - t)
+print(json.dumps({"single_text_per_s": round(single, 1), "batched_texts_per_s": round(batched, 1)}))
+"""
+
+
+def model_ceiling(args: argparse.Namespace, texts: list[str]) -> dict[str, Any]:
+    """The model alone, no HTTP, in a fresh process with the servers' torch threads: texts/s one at a
+    time (the most an unbatched server can do) and in batches of ``--max-batch-size`` (the most any
+    batching can do). Their ratio bounds the speed-up batching can bring on this machine."""
+    import json
+
+    cmd = [sys.executable, "-c", _CEILING, str(args.torch_threads or 0), str(args.max_batch_size), args.model]
+    out = subprocess.run(cmd, input=json.dumps(texts), capture_output=True, text=True, check=True, cwd=ROOT)
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    result["max_speedup"] = round(result["batched_texts_per_s"] / result["single_text_per_s"], 2)
+    print(f"model alone: {result}", flush=True)
+    return result
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     texts = make_texts(max(args.requests, 64))
+    ceiling = model_ceiling(args, texts)
     settings: list[dict[str, Any]] = []
     for batching in (False, True):
         extra = ["--max-batch-size", str(args.max_batch_size), "--max-wait-ms", str(args.max_wait_ms)]
@@ -213,6 +251,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": machine(),
         "settings": settings,
         "speedup_at_max_concurrency": round(speedup, 2) if speedup else None,
+        "model_alone": ceiling,
         "max_concurrency": top,
         "target": "batched >= 5x unbatched requests/s at concurrency 32",
     }
@@ -241,6 +280,12 @@ def markdown_table(result: dict[str, Any]) -> str:
     if result.get("speedup_at_max_concurrency") is not None:
         lines += ["", f"Dynamic batching at concurrency {result['max_concurrency']}: "
                   f"**{result['speedup_at_max_concurrency']:.1f}×** the unbatched requests/s (target ≥ 5×)."]
+    alone = result.get("model_alone")
+    if alone:
+        lines += ["", f"The model alone in the same run (no HTTP, same torch threads): {alone['single_text_per_s']:.0f} texts/s "
+                  f"one at a time, {alone['batched_texts_per_s']:.0f} texts/s in batches of {result['max_batch_size']} — "
+                  f"so no batching can give more than **{alone['max_speedup']:.1f}×** here; the 5× target needs hardware "
+                  "where a single-text forward pass leaves most of the compute idle (a GPU)."]
     return "\n".join(lines)
 
 
