@@ -24,7 +24,16 @@ from typing import Any
 
 from embedforge.errors import InputError
 
-__all__ = ["RerankerConfig", "LabelledPairs", "read_labelled_pairs", "mine_beir_pairs", "train_reranker", "MANIFEST_NAME"]
+__all__ = [
+    "RerankerConfig",
+    "LabelledPairs",
+    "read_labelled_pairs",
+    "mine_beir_pairs",
+    "split_by_query",
+    "ranking_agreement",
+    "train_reranker",
+    "MANIFEST_NAME",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +61,7 @@ class RerankerConfig:
     negatives: int = 4  # BEIR mining: hard negatives per positive
     mine_depth: int = 30  # BEIR mining: negatives are drawn from BM25's top N non-relevant documents
     max_pairs: int | None = None  # keep at most this many pairs (a seeded sample), None = all
+    holdout: float = 0.1  # share of queries (all their pairs) held out to check the result; 0 = none
     seed: int = 42  # data sampling and training
 
 
@@ -162,6 +172,82 @@ def _sample(pairs: LabelledPairs, limit: int | None, seed: int) -> LabelledPairs
     return LabelledPairs([pairs.first[i] for i in idx], [pairs.second[i] for i in idx], [pairs.labels[i] for i in idx], pairs.source)
 
 
+def split_by_query(pairs: LabelledPairs, fraction: float, seed: int) -> tuple[LabelledPairs, LabelledPairs]:
+    """(train, held out): a seeded ``fraction`` of the distinct first texts (queries), with all their
+    pairs, is held out, so no held-out query is seen in training. Fewer than 10 queries: no hold-out."""
+    queries = sorted(set(pairs.first))
+    n_out = int(round(len(queries) * fraction))
+    if fraction <= 0 or len(queries) < 10 or n_out < 1:
+        return pairs, LabelledPairs([], [], [], pairs.source)
+    out = set(random.Random(seed).sample(queries, n_out))
+    keep = [i for i, q in enumerate(pairs.first) if q not in out]
+    held = [i for i, q in enumerate(pairs.first) if q in out]
+
+    def take(idx: list[int]) -> LabelledPairs:
+        return LabelledPairs([pairs.first[i] for i in idx], [pairs.second[i] for i in idx], [pairs.labels[i] for i in idx], pairs.source)
+
+    return take(keep), take(held)
+
+
+def ranking_agreement(pairs: LabelledPairs, scores: Any) -> tuple[str, float]:
+    """How well ``scores`` order the pairs by label: (metric name, value in [0, 1] or [-1, 1]).
+
+    When at least 10 queries have pairs with different labels: the share of (more relevant, less
+    relevant) pairs of the same query that the scores put in the right order (ties count half) —
+    what re-ranking one query's candidates needs. Otherwise (e.g. STS-style pairs, one per query):
+    Spearman's ρ between scores and labels over all pairs.
+    """
+    import numpy as np
+
+    scores = np.asarray(scores, dtype=np.float64)
+    groups: dict[str, list[int]] = {}
+    for i, q in enumerate(pairs.first):
+        groups.setdefault(q, []).append(i)
+    mixed = [g for g in groups.values() if len({pairs.labels[i] for i in g}) > 1]
+    if len(mixed) >= 10:
+        right = total = 0.0
+        for g in mixed:
+            for i in g:
+                for j in g:
+                    if pairs.labels[i] > pairs.labels[j]:
+                        total += 1
+                        right += 1.0 if scores[i] > scores[j] else 0.5 if scores[i] == scores[j] else 0.0
+        return "pairwise_accuracy", right / total
+    from scipy.stats import spearmanr
+
+    rho = spearmanr(scores, np.asarray(pairs.labels)).statistic
+    return "spearman", float(rho) if rho == rho else 0.0
+
+
+def _bi_encoder_scores(model_name: str, pairs: LabelledPairs) -> Any:
+    """Cosine of the starting model used as a bi-encoder: what search ranks by without re-ranking."""
+    from embedforge.encode import encode
+    from embedforge.models import load_model
+
+    model = load_model(model_name)
+    a = encode(model, pairs.first, show_progress=False)
+    b = encode(model, pairs.second, show_progress=False)
+    return (a * b).sum(axis=1)
+
+
+def check_reranker(model_name: str, cross_encoder: Any, held: LabelledPairs, batch_size: int = 32) -> dict[str, Any]:
+    """Score the held-out pairs with the trained cross-encoder and with the starting model's cosine."""
+    import numpy as np
+
+    ce = np.asarray(cross_encoder.predict(list(zip(held.first, held.second, strict=True)), batch_size=batch_size,
+                                          show_progress_bar=False, convert_to_numpy=True), dtype=np.float64)
+    metric, value = ranking_agreement(held, ce.reshape(len(held), -1)[:, -1])
+    out: dict[str, Any] = {"pairs": len(held), "queries": len(set(held.first)), "metric": metric, "reranker": round(value, 4)}
+    try:
+        _, base = ranking_agreement(held, _bi_encoder_scores(model_name, held))
+        out["bi_encoder"] = round(base, 4)
+    except Exception as err:  # the start is not usable as a bi-encoder: no comparison, say why
+        out["bi_encoder"] = None
+        out["bi_encoder_error"] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    out["beats_bi_encoder"] = None if out["bi_encoder"] is None else bool(out["reranker"] > out["bi_encoder"])
+    return out
+
+
 def _warmup(ratio: float) -> dict[str, Any]:
     """transformers v5 takes the warm-up ratio as a float ``warmup_steps``; v4 as ``warmup_ratio``."""
     import transformers
@@ -188,7 +274,12 @@ def train_reranker(
 
     if len(pairs) < 2:
         raise InputError(f"need at least 2 labelled pairs, got {len(pairs)}")
+    if not 0 <= config.holdout < 1:
+        raise InputError(f"holdout must be in [0, 1), got {config.holdout}")
     pairs = _sample(pairs, config.max_pairs, config.seed)
+    pairs, held = split_by_query(pairs, config.holdout, config.seed)
+    if len(set(pairs.labels)) < 2:
+        raise InputError("after holding out queries, the training pairs all have one label; add pairs or pass holdout 0")
     from embedforge.search import cap_max_length
 
     resolved = resolve_model(model_name)
@@ -220,6 +311,13 @@ def train_reranker(
 
         shutil.rmtree(tmp / "checkpoints", ignore_errors=True)
         model.save(str(tmp))
+        heldout = check_reranker(model_name, model, held) if len(held) else None
+        if heldout is not None and heldout["beats_bi_encoder"] is False:
+            logger.warning(
+                "the re-ranker orders %d held-out pairs worse than the starting model's cosine (%s %.3f vs %.3f): "
+                "re-ranking with it will likely lower quality; train longer or on more pairs",
+                heldout["pairs"], heldout["metric"], heldout["reranker"], heldout["bi_encoder"],
+            )
         write_json(
             tmp / MANIFEST_NAME,
             {
@@ -230,6 +328,7 @@ def train_reranker(
                 "source": pairs.source,
                 "config": dataclasses.asdict(config),
                 "train_loss": float(getattr(result, "training_loss", float("nan"))),
+                "heldout": heldout,
             },
         )
     return target

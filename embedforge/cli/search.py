@@ -59,6 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--max-length", type=int, default=256, help="max tokens of query + document")
     p.add_argument("--negatives", type=int, default=4, help="BEIR folder: BM25 hard negatives per positive")
     p.add_argument("--max-pairs", type=int, help="train on a seeded sample of at most N pairs")
+    p.add_argument("--holdout", type=float, default=0.1,
+                   help="share of queries held out to check the re-ranker against the model's own cosine (default 0.1; 0 = none)")
     p.add_argument("--seed", type=int, default=42)
     p.set_defaults(func=cmd_train_reranker)
 
@@ -166,14 +168,29 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_train_reranker(args: argparse.Namespace) -> int:
-    from embedforge.rerank import RerankerConfig, mine_beir_pairs, read_labelled_pairs, train_reranker
+    from embedforge.rerank import (
+        RerankerConfig,
+        mine_beir_pairs,
+        read_labelled_pairs,
+        reranker_info,
+        train_reranker,
+    )
 
     config = RerankerConfig(
         epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
-        max_length=args.max_length, negatives=args.negatives, max_pairs=args.max_pairs, seed=args.seed,
+        max_length=args.max_length, negatives=args.negatives, max_pairs=args.max_pairs, holdout=args.holdout, seed=args.seed,
     )
     source = Path(args.train_file)
     pairs = mine_beir_pairs(source, args.split, config) if source.is_dir() else read_labelled_pairs(source)
     out = train_reranker(args.model, pairs, args.output, config)
-    print(f"trained a re-ranker on {min(len(pairs), args.max_pairs or len(pairs))} pairs; saved to {out}")
+    info = reranker_info(out) or {}
+    print(f"trained a re-ranker on {info.get('pairs', len(pairs))} pairs; saved to {out}")
+    held = info.get("heldout")
+    if held:
+        base = "n/a" if held["bi_encoder"] is None else f"{held['bi_encoder']:.3f}"
+        print(f"held out {held['pairs']} pairs of {held['queries']} queries: {held['metric']} re-ranker {held['reranker']:.3f}, "
+              f"starting model's cosine {base}")
+        if held["beats_bi_encoder"] is False:
+            print("warning: the re-ranker orders held-out pairs worse than the embedding model alone; "
+                  "re-ranking with it will likely lower search quality (train longer, or on more pairs)")
     return 0
