@@ -9,9 +9,9 @@ and show, on held-out texts, whether the result beats the model it started from.
 3. ``adapt`` label-free (texts only): it tries unsupervised SimCSE and random crops within the
    budget, measures them on pseudo-queries built from its own held-out slice, and keeps the base
    model unless a candidate wins beyond noise.
-4. ``adapt`` again with a small labelled slice — 10 texts per intent turned into same-intent pairs,
-   the way a user would label a few examples — so the supervised candidate is measured on
-   held-out labelled queries.
+4. ``adapt`` again with a small labelled slice — 10 texts per intent with their intent, the way a
+   user would label a few examples: adapt trains on same-intent pairs of 8 of them and measures
+   same-intent retrieval among the other 2 per intent.
 5. Score both results like the base, print adapt's decisions and a few example searches.
 """
 
@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from embedforge.adapt import AdaptConfig, QueryPairs, adapt
+from embedforge.adapt import AdaptConfig, LabelledTexts, adapt
 from embedforge.corpus import Document
 from embedforge.encode import encode
 from embedforge.errors import InputError
@@ -60,19 +60,20 @@ def label_scores(emb: np.ndarray, labels: list[str], seed: int = 0) -> dict[str,
     return {"P@1": retrieval["P@1"], "MAP@10": retrieval["MAP@10"], "V-measure": float(v_measure_score(labels, clusters))}
 
 
-def labelled_pairs(rows: list[tuple[str, str]], per_intent: int, seed: int = 0) -> QueryPairs:
-    """Same-intent (query, document) pairs from ``per_intent`` labelled texts per intent: each chosen
-    text is paired with the next one of its intent (a ring), so every text is a query once."""
+def labelled_texts(rows: list[tuple[str, str]], per_intent: int, seed: int = 0) -> LabelledTexts:
+    """``per_intent`` texts of each intent with their label, the way a user labels a few examples;
+    adapt turns them into same-intent pairs and holds some out to measure same-intent retrieval."""
     rng = random.Random(seed)
     by_intent: dict[str, list[str]] = defaultdict(list)
     for text, label in rows:
         by_intent[label].append(text)
-    pairs: list[tuple[str, str]] = []
+    texts: list[str] = []
+    labels: list[str] = []
     for label in sorted(by_intent):
         chosen = rng.sample(by_intent[label], min(per_intent, len(by_intent[label])))
-        pairs += [(chosen[i], chosen[(i + 1) % len(chosen)]) for i in range(len(chosen)) if len(chosen) > 1]
-    rng.shuffle(pairs)
-    return QueryPairs([q for q, _ in pairs], [d for _, d in pairs], [""] * len(pairs), source="demo labelled slice")
+        texts += chosen
+        labels += [label] * len(chosen)
+    return LabelledTexts(texts, labels, source="demo labelled slice")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     console.print("scoring the base model (all-MiniLM-L6-v2) on the held-out texts ...")
     results["base"] = score("base", "minilm")
 
-    pairs = labelled_pairs(train, args.per_intent)
+    pairs = labelled_texts(train, args.per_intent)
     runs = [
         ("adapt, label-free", "label-free", AdaptConfig(budget_seconds=args.budget, candidates=("simcse", "crops"), max_length=64,
                                                         batch_size=32, seed=0), None),
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     sts_dir = data_dir if stsb is not None else None
     for label, tag, config, run_pairs in runs:
-        extra = f" with {len(run_pairs)} labelled pairs" if run_pairs is not None else ""
+        extra = f" with {len(run_pairs)} labelled texts" if run_pairs is not None else ""
         console.print(f"[bold]{label}[/]: embedforge adapt{extra}, budget {config.budget_seconds:.0f} s ...")
         start = time.perf_counter()
         try:

@@ -14,10 +14,12 @@ from embedforge.adapt.heldout import (
     label_free_set,
     labelled_set,
     ndcg_from_rows,
+    same_label_set,
     split_corpus,
+    split_labelled_texts,
     split_pairs,
 )
-from embedforge.adapt.inputs import QueryPairs, doc_text
+from embedforge.adapt.inputs import LabelledTexts, QueryPairs, doc_text, load_query_pairs, same_label_pairs
 from embedforge.corpus import Document
 from embedforge.errors import InputError
 from embedforge.evaluate.metrics import ndcg_per_query
@@ -130,3 +132,61 @@ def test_labelled_split_and_pool():
         assert es.docs[rel[0]] == held.docs[held.queries.index(q)]
     with pytest.raises(InputError, match="at least 6"):
         split_pairs(QueryPairs(["a", "b"], ["x", "y"], ["", ""]), SMALL)
+
+
+# ---------------------------------------------------------------- labelled texts (text,label)
+
+
+def make_labelled(per_label: int, labels: int = 6) -> LabelledTexts:
+    texts = [f"example {j} of class {c}" for c in range(labels) for j in range(per_label)]
+    return LabelledTexts(texts, [f"c{c}" for c in range(labels) for _ in range(per_label)], "test")
+
+
+def test_labelled_texts_split_is_stratified_and_disjoint():
+    data = make_labelled(10, labels=4)
+    small_class = LabelledTexts(data.texts + ["lonely a", "lonely b"], data.labels + ["tiny", "tiny"])
+    train, held = split_labelled_texts(small_class, SMALL)
+    assert set(train.texts).isdisjoint(held.texts) and len(train) + len(held) == len(small_class)
+    per_label = {y: held.labels.count(y) for y in set(held.labels)}
+    assert per_label == {f"c{c}": 2 for c in range(4)}  # 20% of 10, and at least 2 for a partner
+    assert train.labels.count("tiny") == 2  # a label with < 4 texts only trains
+    assert split_labelled_texts(small_class, SMALL) == (train, held)  # seeded
+    with pytest.raises(InputError, match="at least 2"):
+        split_labelled_texts(LabelledTexts(["a", "b", "c", "d"], ["x"] * 4), SMALL)
+    with pytest.raises(InputError, match="held-out texts"):
+        split_labelled_texts(make_labelled(3), SMALL)  # no label has 4 texts: nothing to hold out
+
+
+def test_same_label_pairs_cover_each_label_and_never_cross():
+    data = make_labelled(5, labels=3)
+    pairs = same_label_pairs(data, seed=0)
+    label_of = dict(zip(data.texts, data.labels, strict=True))
+    assert len(pairs) == 3 * 10  # C(5, 2) per label
+    assert all(label_of[q] == label_of[d] and q != d for q, d in zip(pairs.queries, pairs.docs, strict=True))
+    assert len(same_label_pairs(make_labelled(30, labels=1), seed=0)) == 10 * 30  # capped per text
+
+
+def test_same_label_set_excludes_the_query_itself_against_brute_force():
+    rng = np.random.default_rng(1)
+    held = make_labelled(3, labels=8)
+    eval_set = same_label_set(held)
+    task = eval_set.tasks[0]
+    assert eval_set.docs == held.texts and task.queries == held.texts
+    emb = rng.normal(size=(len(held), 16)).astype(np.float32)
+    ours = dense_scores(emb, emb, task.relevant, exclude=task.exclude)
+    scores = emb @ emb.T
+    run = {str(i): {str(j): float(scores[i, j]) for j in range(len(held)) if j != i} for i in range(len(held))}
+    qrels = {str(i): {str(j): 1 for j in range(len(held)) if j != i and held.labels[j] == held.labels[i]} for i in range(len(held))}
+    ref = ndcg_per_query(run, qrels, 10)
+    np.testing.assert_allclose(ours, [ref[str(i)] for i in range(len(held))], atol=1e-9)
+
+
+def test_a_text_label_table_is_read_as_labelled_texts(tmp_path):
+    path = tmp_path / "labels.csv"
+    path.write_text("text,label\nhello there,greet\nbye now,leave\n")
+    data = load_query_pairs(str(path), [])
+    assert isinstance(data, LabelledTexts) and data.labels == ["greet", "leave"]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,label\nhello there,greet\nbye now,\n")
+    with pytest.raises(InputError, match=r"bad\.csv:3: missing 'label'"):
+        load_query_pairs(str(bad), [])

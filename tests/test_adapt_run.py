@@ -167,3 +167,22 @@ def test_a_run_far_over_its_planned_time_is_stopped_and_saved(tiny_model_dir, tm
     config = AdaptConfig(batch_size=4, max_length=16)
     out = run_module._train(str(tiny_model_dir), data, tmp_path / "m", SPECS["title"], config, run)
     assert out["steps"] == 1 and read_manifest(tmp_path / "m")["training"]["steps"] == 1
+
+
+def test_labelled_texts_give_a_same_label_estimate_and_train_supervised(tiny_model_dir, tmp_path, fixed_probes, capsys):
+    corpus = write_corpus(tmp_path / "corpus.jsonl", 110)
+    rng = random.Random(3)
+    rows = [(" ".join(rng.choice(vocab) for _ in range(6)), f"topic{t}-{j}")
+            for t, vocab in enumerate(VOCAB) for j in range(3) for _ in range(12)]
+    labels = tmp_path / "labels.csv"
+    labels.write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in rows))
+    out = tmp_path / "adapted"
+    code = main(["adapt", "--model", str(tiny_model_dir), "--corpus", str(corpus), "--output", str(out),
+                 "--pairs", str(labels), "--candidates", "supervised", "--max-length", "32", "--batch-size", "8",
+                 "--budget", "10m", "--data-dir", str(tmp_path / "nowhere")])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((out / "adapt-report" / "report.json").read_text())
+    assert report["pairs"]["kind"] == "texts" and report["pairs"]["pairs"] == len(rows)
+    assert report["pairs"]["heldout_queries"] == 12 * 2  # round(0.2 * 12) = 2 per label, stratified
+    assert "supervised" in report["models"] and "labelled" in json.dumps(report["models"]["supervised"])
+    assert "labelled texts" in (out / "adapt-report" / "report.md").read_text()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from embedforge.adapt.choose import Decision, ModelScores, decide
 from embedforge.adapt.config import CANDIDATE_NAMES, AdaptConfig
-from embedforge.adapt.inputs import QueryPairs, load_query_pairs
+from embedforge.adapt.inputs import LabelledTexts, QueryPairs, load_query_pairs
 from embedforge.adapt.planner import parse_budget
 from embedforge.adapt.run import AdaptResult, adapt
 from embedforge.adapt.state import discard_work, work_dir
@@ -20,6 +20,7 @@ __all__ = [
     "Decision",
     "ModelScores",
     "QueryPairs",
+    "LabelledTexts",
     "adapt",
     "decide",
     "discard_work",

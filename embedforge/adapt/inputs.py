@@ -2,7 +2,9 @@
 
 Labelled pairs come from a table (any header :func:`embedforge.corpus.read_pairs` knows, e.g.
 ``query,document``) or a BEIR folder (``queries.jsonl`` + ``qrels/train.tsv``, documents looked up
-by id in the folder's ``corpus.jsonl`` or in the corpus being adapted to).
+by id in the folder's ``corpus.jsonl`` or in the corpus being adapted to). Labelled *texts* — a
+table with ``text`` and ``label`` columns, a few examples per class, the way a user labels data —
+are read as :class:`LabelledTexts`: two texts with the same label are relevant to each other.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from embedforge.errors import InputError
 
 __all__ = [
     "QueryPairs",
+    "LabelledTexts",
+    "same_label_pairs",
     "load_corpus",
     "load_query_pairs",
     "doc_text",
@@ -42,6 +46,62 @@ class QueryPairs:
 
     def __len__(self) -> int:
         return len(self.queries)
+
+
+@dataclass(frozen=True)
+class LabelledTexts:
+    """Texts with class labels; texts that share a label are relevant to each other."""
+
+    texts: list[str]
+    labels: list[str]
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+MAX_PAIRS_PER_TEXT = 10  # same-label pairs kept per text (a seeded sample), so large classes stay linear
+
+
+def same_label_pairs(data: LabelledTexts, seed: int) -> QueryPairs:
+    """Every pair of distinct texts that share a label, as (query, document) — at most
+    ``MAX_PAIRS_PER_TEXT`` per text of a label (a seeded sample); shuffled, seeded."""
+    import itertools
+    import random
+
+    rng = random.Random(seed)
+    by_label: dict[str, list[str]] = {}
+    for text, label in zip(data.texts, data.labels, strict=True):
+        group = by_label.setdefault(label, [])
+        if text not in group:
+            group.append(text)
+    pairs: list[tuple[str, str]] = []
+    for label in sorted(by_label):
+        group = by_label[label]
+        combos = list(itertools.combinations(group, 2))
+        cap = MAX_PAIRS_PER_TEXT * len(group)
+        pairs += rng.sample(combos, cap) if len(combos) > cap else combos
+    rng.shuffle(pairs)
+    return QueryPairs([q for q, _ in pairs], [d for _, d in pairs], [""] * len(pairs), source=data.source)
+
+
+def _labelled_texts(path: Path) -> LabelledTexts | None:
+    """A ``text,label`` table as :class:`LabelledTexts`; None when the table has other columns."""
+    if path.suffix.lower() not in (".csv", ".tsv", ".jsonl", ".parquet"):
+        return None
+    rows = read_records(path)
+    if not rows or not {"text", "label"} <= set(rows[0][1]):
+        return None
+    texts, labels = [], []
+    for line, row in rows:
+        text, label = row.get("text"), row.get("label")
+        if not isinstance(text, str) or not text.strip():
+            raise InputError("empty or non-text 'text'", path, line)
+        if label is None or (isinstance(label, float) and label != label) or not str(label).strip():
+            raise InputError("missing 'label'; every labelled text needs its class", path, line)
+        texts.append(normalize(text))
+        labels.append(str(label).strip())
+    return LabelledTexts(texts, labels, source=str(path))
 
 
 def normalize(text: str) -> str:
@@ -120,14 +180,22 @@ def _beir_pairs(folder: Path, corpus: Sequence[Document]) -> QueryPairs:
     return QueryPairs(q, d, ids, source=str(folder))
 
 
-def load_query_pairs(pairs: str | os.PathLike[str] | PairData | QueryPairs, corpus: Sequence[Document]) -> QueryPairs:
-    """Labelled (query, relevant document) pairs; a document that is in ``corpus`` gets its id."""
-    if isinstance(pairs, QueryPairs):
+def load_query_pairs(
+    pairs: str | os.PathLike[str] | PairData | QueryPairs | LabelledTexts, corpus: Sequence[Document]
+) -> QueryPairs | LabelledTexts:
+    """Labelled (query, relevant document) pairs — a document that is in ``corpus`` gets its id —
+    or labelled texts (a ``text,label`` table)."""
+    if isinstance(pairs, QueryPairs | LabelledTexts):
         return pairs
     if isinstance(pairs, str | os.PathLike):
         path = Path(pairs)
+        if not path.exists():
+            raise InputError("no such file or folder of labelled pairs", path)
         if path.is_dir():
             return _beir_pairs(path, corpus)
+        labelled = _labelled_texts(path)
+        if labelled is not None:
+            return labelled
         data = read_pairs(path)
         source = str(path)
     else:

@@ -19,7 +19,7 @@ from embedforge.adapt.candidates import SPECS, Prepared
 from embedforge.adapt.choose import Decision, ModelScores
 from embedforge.adapt.config import AdaptConfig
 from embedforge.adapt.heldout import EvalSet, Split
-from embedforge.adapt.inputs import QueryPairs
+from embedforge.adapt.inputs import LabelledTexts, QueryPairs
 from embedforge.adapt.planner import Plan, format_seconds
 from embedforge.corpus import Document
 
@@ -48,7 +48,7 @@ class ReportInputs:
     docs: Sequence[Document]
     split: Split
     sets: Sequence[EvalSet]
-    pairs: QueryPairs | None
+    pairs: QueryPairs | LabelledTexts | None
     prepared: Mapping[str, Prepared]
     plan: Plan
     scores: Mapping[str, ModelScores]  # "base" and every trained candidate
@@ -59,6 +59,13 @@ class ReportInputs:
     sts_note: str
     seconds: float
 
+
+
+def _labelled_line(pairs: dict[str, Any]) -> str:
+    if pairs.get("kind") == "texts":
+        return (f"; {pairs['pairs']:,} labelled texts, {pairs['heldout_queries']} of them held out, each searching "
+                f"the other held-out texts for its label")
+    return f"; {pairs['pairs']:,} labelled pairs, {pairs['heldout_queries']} held-out queries searching {pairs['pool']:,} documents"
 
 def _ci(values: np.ndarray, config: AdaptConfig) -> list[float]:
     from embedforge.evaluate.metrics import bootstrap_ci
@@ -109,7 +116,7 @@ def build_report(r: ReportInputs) -> dict[str, Any]:
                    "heldout_documents": len(r.split.heldout), "with_title": sum(1 for d in r.docs if d.title)},
         "pairs": None if r.pairs is None else {
             "source": r.pairs.source, "pairs": len(r.pairs), "heldout_queries": len(r.sets[1].tasks[0].queries),
-            "pool": len(r.sets[1].docs)},
+            "pool": len(r.sets[1].docs), "kind": "texts" if isinstance(r.pairs, LabelledTexts) else "pairs"},
         "heldout": {"label_free_pool": len(lf.docs), "tasks": {t.name: len(t.queries) for t in lf.tasks},
                     "sts": r.sts_note},
         "config": r.config.to_dict(),
@@ -145,8 +152,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"{c['documents']:,} documents ({c['with_title']:,} with a title): {c['train_documents']:,} to train on, "
         f"{c['heldout_documents']:,} held out; pseudo-queries: "
         + ", ".join(f"{t} {n}" for t, n in report["heldout"]["tasks"].items())
-        + (f"; {report['pairs']['pairs']:,} labelled pairs, {report['pairs']['heldout_queries']} held-out queries "
-           f"searching {report['pairs']['pool']:,} documents" if labelled else "")
+        + (_labelled_line(report["pairs"]) if labelled else "")
         + f". Forgetting check: {report['heldout']['sts']}.",
         "",
         "## Gains over the base (nDCG@10 points, 95% CI)",

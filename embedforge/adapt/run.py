@@ -37,10 +37,20 @@ from embedforge.adapt.heldout import (
     evaluate_model,
     label_free_set,
     labelled_set,
+    same_label_set,
     split_corpus,
+    split_labelled_texts,
     split_pairs,
 )
-from embedforge.adapt.inputs import QueryPairs, digest, doc_text, load_corpus, load_query_pairs
+from embedforge.adapt.inputs import (
+    LabelledTexts,
+    QueryPairs,
+    digest,
+    doc_text,
+    load_corpus,
+    load_query_pairs,
+    same_label_pairs,
+)
 from embedforge.adapt.planner import Plan, PlannedRun, Probe, format_seconds, plan_budget, probe_candidate
 from embedforge.adapt.report import ReportInputs, build_report, write_report
 from embedforge.adapt.state import State, discard_work, work_dir
@@ -155,7 +165,7 @@ class _Setup:
     """Everything measured before the plan: data, held-out sets, training files and the base's scores."""
 
     docs: list[Document]
-    qp: QueryPairs | None
+    qp: QueryPairs | LabelledTexts | None
     split: Split
     sets: list[EvalSet]  # label-free, then labelled when there are pairs
     stsb: Any
@@ -166,25 +176,35 @@ class _Setup:
     eval_seconds: float
 
 
-def _setup(model: str, docs: list[Document], qp: QueryPairs | None, config: AdaptConfig, state: State,
+def _setup(model: str, docs: list[Document], qp: QueryPairs | LabelledTexts | None, config: AdaptConfig, state: State,
            stsb: tuple[Any, str]) -> _Setup:
     """Steps 1-3: split, evaluation sets, training files, the base's scores (each reused when saved)."""
     texts = [doc_text(d) for d in docs]
     if "split" not in state.data:
-        split = split_corpus(docs, config, protected={i for i in (qp.doc_ids if qp else []) if i})
+        protected = {i for i in qp.doc_ids if i} if isinstance(qp, QueryPairs) else set()
+        split = split_corpus(docs, config, protected=protected)
         state.data["split"] = {"train": split.train, "heldout": split.heldout}
         state.save()
     split = Split(**state.data["split"])
     sets = [label_free_set(docs, split.heldout, idf_texts=texts, seed=config.seed)]
     qp_train = None
-    if qp is not None:
+    held_texts: set[str] = set()
+    if isinstance(qp, LabelledTexts):
+        lt_train, lt_held = split_labelled_texts(qp, config)
+        qp_train = same_label_pairs(lt_train, config.seed)
+        sets.append(same_label_set(lt_held))
+        held_texts = set(lt_held.texts)  # no candidate trains on them, not even as corpus text
+        labelled_note = (f"; {len(qp)} labelled texts ({len(set(qp.labels))} labels): {len(qp_train):,} same-label "
+                         f"training pairs, {len(lt_held)} held-out texts")
+    elif qp is not None:
         qp_train, qp_held = split_pairs(qp, config)
         sets.append(labelled_set(qp_held, texts, config))
+        labelled_note = f"; {len(qp)} labelled pairs, {len(sets[1].tasks[0].queries)} held-out queries"
     _say(f"{len(docs):,} documents: {len(split.train):,} to train on, {len(split.heldout):,} held out "
          f"({', '.join(f'{t.name}: {len(t.queries)} queries' for t in sets[0].tasks)})"
-         + (f"; {len(qp)} labelled pairs, {len(sets[1].tasks[0].queries)} held-out queries" if qp else ""))
+         + (labelled_note if qp is not None else ""))
     base = load_model(model)
-    train_docs = [docs[i] for i in split.train]
+    train_docs = [docs[i] for i in split.train if not held_texts or doc_text(docs[i]) not in held_texts]
     prepared: dict[str, cands.Prepared] = {}
     saved = state.data.setdefault("prepared", {})
     mining = {"depth": config.mine_depth, "margin": config.mine_margin, "max_length": config.mine_max_length,
@@ -283,13 +303,21 @@ def _place(output: Path, source: Path, model: str, decision: Decision, report: d
     return report_path
 
 
+def _labelled_digest(qp: QueryPairs | LabelledTexts | None) -> str:
+    if qp is None:
+        return "-"
+    if isinstance(qp, LabelledTexts):
+        return "texts:" + digest(qp.texts + qp.labels)
+    return digest(qp.queries + qp.docs)
+
+
 def adapt(
     model: str,
     corpus: str | os.PathLike[str] | Sequence[Document],
     output: str | os.PathLike[str],
     config: AdaptConfig | None = None,
     *,
-    pairs: str | os.PathLike[str] | PairData | QueryPairs | None = None,
+    pairs: str | os.PathLike[str] | PairData | QueryPairs | LabelledTexts | None = None,
     report_dir: str | os.PathLike[str] | None = None,
     data_dir: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
@@ -298,7 +326,8 @@ def adapt(
 
     ``corpus``: a file or BEIR folder (:func:`embedforge.corpus.read_documents`) or documents.
     ``pairs``: labelled (query, document) pairs — a table, a BEIR folder (``qrels/train.tsv``),
-    :class:`~embedforge.corpus.PairData` or :class:`QueryPairs`. ``data_dir`` holds
+    :class:`~embedforge.corpus.PairData` or :class:`QueryPairs` — or labelled texts: a
+    ``text,label`` table or :class:`LabelledTexts` (same label = relevant). ``data_dir`` holds
     ``sts/STSBenchmark`` for the forgetting check (skipped without it). The report goes to
     ``report_dir`` or ``OUTPUT/adapt-report``. Re-running the same call after an interruption
     resumes; bad input raises :class:`InputError` before anything is trained.
@@ -316,7 +345,7 @@ def adapt(
     qp = load_query_pairs(pairs, docs) if pairs is not None else None
     stsb = _load_stsb(data_dir, config)
     settings = {k: v for k, v in config.to_dict().items() if k not in DECISION_SETTINGS}
-    fingerprint = digest([model, digest([doc_text(d) for d in docs]), digest(qp.queries + qp.docs) if qp else "-",
+    fingerprint = digest([model, digest([doc_text(d) for d in docs]), _labelled_digest(qp),
                           json.dumps(settings, sort_keys=True), stsb[1]])
     work = work_dir(output)
     fresh = not work.exists()

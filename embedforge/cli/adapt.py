@@ -24,7 +24,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--model", required=True, help="base model: 'minilm', a model directory or a hub id")
     p.add_argument("--corpus", required=True, help="txt (one document per line), jsonl/csv/tsv/parquet (text, optional title/id) or a BEIR folder")
     p.add_argument("--output", required=True, help="directory for the chosen model (written only at the end, atomically)")
-    p.add_argument("--pairs", help="labelled (query, document) pairs: a csv/jsonl table or a BEIR folder (queries.jsonl + qrels/train.tsv)")
+    p.add_argument("--pairs", help="labelled (query, document) pairs: a csv/jsonl table or a BEIR folder (queries.jsonl + qrels/train.tsv); "
+                   "or labelled texts: a table with text and label columns (same label = relevant)")
     p.add_argument("--budget", default="20m", help="wall-clock budget for the whole run, e.g. 20m, 90s, 1h30m (default 20m)")
     p.add_argument("--report", help="directory for report.md, report.json and chart.png (default: OUTPUT/adapt-report)")
     p.add_argument("--data-dir", default="../shared/data", help="folder holding sts/STSBenchmark for the forgetting check (skipped if absent)")
