@@ -64,6 +64,7 @@ def load_scifact(folder: Path, smoke: bool) -> tuple[list[Document], dict[str, s
             if len(row) >= 3 and row[2].strip().isdigit() and int(row[2]) > 0:
                 qrels.setdefault(row[0], {})[row[1]] = int(row[2])
     pairs = load_query_pairs(folder, docs)
+    assert isinstance(pairs, QueryPairs)  # a BEIR folder gives (query, document) pairs, not labelled texts
     if smoke:
         qrels = {q: qrels[q] for q in sorted(qrels)[:30]}
         keep = {d for j in qrels.values() for d in j} | set(pairs.doc_ids[:120])
