@@ -222,21 +222,19 @@ def ranking_agreement(pairs: LabelledPairs, scores: Any) -> tuple[str, float]:
 def _bi_encoder_scores(model_name: str, pairs: LabelledPairs) -> Any:
     """Cosine of the starting model used as a bi-encoder: what search ranks by without re-ranking."""
     from embedforge.encode import encode
+    from embedforge.evaluate.metrics import cosine_pairs
     from embedforge.models import load_model
 
     model = load_model(model_name)
-    a = encode(model, pairs.first, show_progress=False)
-    b = encode(model, pairs.second, show_progress=False)
-    return (a * b).sum(axis=1)
+    return cosine_pairs(encode(model, pairs.first, show_progress=False), encode(model, pairs.second, show_progress=False))
 
 
 def check_reranker(model_name: str, cross_encoder: Any, held: LabelledPairs, batch_size: int = 32) -> dict[str, Any]:
     """Score the held-out pairs with the trained cross-encoder and with the starting model's cosine."""
-    import numpy as np
+    from embedforge.search import pair_scores
 
-    ce = np.asarray(cross_encoder.predict(list(zip(held.first, held.second, strict=True)), batch_size=batch_size,
-                                          show_progress_bar=False, convert_to_numpy=True), dtype=np.float64)
-    metric, value = ranking_agreement(held, ce.reshape(len(held), -1)[:, -1])
+    ce = pair_scores(cross_encoder, list(zip(held.first, held.second, strict=True)), batch_size=batch_size)
+    metric, value = ranking_agreement(held, ce)
     out: dict[str, Any] = {"pairs": len(held), "queries": len(set(held.first)), "metric": metric, "reranker": round(value, 4)}
     try:
         _, base = ranking_agreement(held, _bi_encoder_scores(model_name, held))

@@ -271,14 +271,18 @@ def load_cross_encoder(path: str | os.PathLike[str], *, max_length: int | None =
         raise InputError(f"could not load the cross-encoder: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}", p) from None
 
 
+def pair_scores(cross_encoder: Any, pairs: Sequence[tuple[str, str]], *, batch_size: int = 32) -> np.ndarray:
+    """Cross-encoder relevance of each ``(first, second)`` pair -> (len(pairs),) float32 (the last
+    logit when the head has several)."""
+    if not pairs:
+        return np.zeros(0, dtype=np.float32)
+    scores = cross_encoder.predict(list(pairs), batch_size=batch_size, show_progress_bar=False, convert_to_numpy=True)
+    return np.asarray(scores, dtype=np.float32).reshape(len(pairs), -1)[:, -1]
+
+
 def rerank_scores(cross_encoder: Any, query: str, texts: Sequence[str], *, batch_size: int = 32) -> np.ndarray:
     """Cross-encoder relevance of each ``(query, text)`` pair -> (len(texts),) float32."""
-    if not texts:
-        return np.zeros(0, dtype=np.float32)
-    scores = cross_encoder.predict(
-        [(query, t) for t in texts], batch_size=batch_size, show_progress_bar=False, convert_to_numpy=True
-    )
-    return np.asarray(scores, dtype=np.float32).reshape(len(texts), -1)[:, -1]
+    return pair_scores(cross_encoder, [(query, t) for t in texts], batch_size=batch_size)
 
 
 # ---------------------------------------------------------------- the query pipeline

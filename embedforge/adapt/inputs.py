@@ -59,6 +59,15 @@ class LabelledTexts:
     def __len__(self) -> int:
         return len(self.texts)
 
+    def groups(self) -> dict[str, list[str]]:
+        """Label -> its distinct texts, in first-seen order."""
+        by_label: dict[str, list[str]] = {}
+        for text, label in zip(self.texts, self.labels, strict=True):
+            group = by_label.setdefault(label, [])
+            if text not in group:
+                group.append(text)
+        return by_label
+
 
 MAX_PAIRS_PER_TEXT = 10  # same-label pairs kept per text (a seeded sample), so large classes stay linear
 
@@ -70,11 +79,7 @@ def same_label_pairs(data: LabelledTexts, seed: int) -> QueryPairs:
     import random
 
     rng = random.Random(seed)
-    by_label: dict[str, list[str]] = {}
-    for text, label in zip(data.texts, data.labels, strict=True):
-        group = by_label.setdefault(label, [])
-        if text not in group:
-            group.append(text)
+    by_label = data.groups()
     pairs: list[tuple[str, str]] = []
     for label in sorted(by_label):
         group = by_label[label]

@@ -60,12 +60,12 @@ class ReportInputs:
     seconds: float
 
 
-
 def _labelled_line(pairs: dict[str, Any]) -> str:
     if pairs.get("kind") == "texts":
         return (f"; {pairs['pairs']:,} labelled texts, {pairs['heldout_queries']} of them held out, each searching "
                 f"the other held-out texts for its label")
     return f"; {pairs['pairs']:,} labelled pairs, {pairs['heldout_queries']} held-out queries searching {pairs['pool']:,} documents"
+
 
 def _ci(values: np.ndarray, config: AdaptConfig) -> list[float]:
     from embedforge.evaluate.metrics import bootstrap_ci

@@ -204,7 +204,7 @@ def _setup(model: str, docs: list[Document], qp: QueryPairs | LabelledTexts | No
          f"({', '.join(f'{t.name}: {len(t.queries)} queries' for t in sets[0].tasks)})"
          + (labelled_note if qp is not None else ""))
     base = load_model(model)
-    train_docs = [docs[i] for i in split.train if not held_texts or doc_text(docs[i]) not in held_texts]
+    train_docs = [docs[i] for i in split.train if texts[i] not in held_texts]
     prepared: dict[str, cands.Prepared] = {}
     saved = state.data.setdefault("prepared", {})
     mining = {"depth": config.mine_depth, "margin": config.mine_margin, "max_length": config.mine_max_length,

@@ -107,19 +107,19 @@ class QuantizedIndex:
         step = (self._ranges[1] - self._ranges[0]) / 255.0  # (dim,)
         return (queries * step[None, :]) @ codes.astype(np.float32).T  # (n, b)
 
-    def _hamming_pass(self, queries: np.ndarray, block: int, mask: np.ndarray, want: int) -> tuple[np.ndarray, np.ndarray]:
+    def _hamming_pass(self, qbits: np.ndarray, block: int, mask: np.ndarray, want: int) -> tuple[np.ndarray, np.ndarray]:
         """Binary first pass over one block with FAISS's Hamming k-NN (popcount kernels): the
-        ``want`` nearest live rows by Hamming distance -> (-distance, row in block), -1 padded."""
+        ``want`` nearest live rows to the packed query bits ``qbits`` by Hamming distance ->
+        (-distance, row in block), -1 padded."""
         import faiss
 
-        n = queries.shape[0]
+        n = qbits.shape[0]
         rows = np.flatnonzero(mask)
         if not rows.size:
             return empty_result(n, want)
         codes = self._codes[block] if rows.size == mask.size else self._codes[block][rows]
-        qbits = np.packbits(queries > 0, axis=1)
         kk = min(want, rows.size)
-        dist, idx = faiss.knn_hamming(np.ascontiguousarray(qbits), np.ascontiguousarray(codes), kk)
+        dist, idx = faiss.knn_hamming(qbits, np.ascontiguousarray(codes), kk)
         out_s, out_p = empty_result(n, want)
         out_s[:, :kk] = -dist.astype(np.float32)
         out_p[:, :kk] = rows[idx]
@@ -136,11 +136,12 @@ class QuantizedIndex:
         want = k * self.rescore
         # First pass: candidates as (block, row) positions, encoded in one int64 "position key".
         cand_s, cand_p = empty_result(n, want)
+        qbits = np.ascontiguousarray(np.packbits(queries > 0, axis=1)) if self.kind == "binary" else None  # (n, dim/8)
         offset = 0
         for b, (keys, live) in enumerate(zip(self._keys, self._live, strict=True)):
             mask = live if subset is None else live & np.isin(keys, np.asarray(subset, dtype=np.int64))
-            if self.kind == "binary":
-                s, p = self._hamming_pass(queries, b, mask, want)
+            if qbits is not None:
+                s, p = self._hamming_pass(qbits, b, mask, want)
                 p[p >= 0] += offset
                 cand_s, cand_p = topk_from_scores_rows(np.concatenate([cand_s, s], axis=1), np.concatenate([cand_p, p], axis=1), want)
                 offset += keys.shape[0]
