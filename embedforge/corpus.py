@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -23,7 +24,11 @@ __all__ = [
     "PairData",
     "read_texts",
     "read_records",
+    "iter_records",
     "read_documents",
+    "iter_documents",
+    "iter_document_rows",
+    "corpus_file",
     "read_pairs",
     "PAIR_COLUMNS",
 ]
@@ -112,11 +117,15 @@ def _format(path: Path) -> str:
     raise InputError(f"unknown file type {suffix or '(none)'!r}; expected .txt, .jsonl, .csv, .tsv or .parquet", path)
 
 
-def read_records(path: str | os.PathLike[str]) -> list[tuple[int, dict[str, Any]]]:
-    """Rows of a jsonl / csv / tsv / parquet file as ``(line, row)``; ``line`` is 1-based."""
+def iter_records(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Rows of a jsonl / csv / tsv / parquet file as ``(line, row)``, read lazily; ``line`` is 1-based.
+
+    Memory stays flat whatever the file's size: jsonl and csv are read line by line, parquet one
+    record batch at a time. A bad row raises when it is reached; an empty file raises at the end.
+    """
     path = Path(path)
     fmt = _format(path)
-    rows: list[tuple[int, dict[str, Any]]] = []
+    count = 0
     if fmt == "jsonl":
         for number, line in _decoded_lines(path):
             if not line.strip():
@@ -127,10 +136,11 @@ def read_records(path: str | os.PathLike[str]) -> list[tuple[int, dict[str, Any]
                 raise InputError(f"invalid JSON ({err.msg}); expected one JSON object per line", path, number) from None
             if not isinstance(row, dict):
                 raise InputError(f"expected a JSON object, found {type(row).__name__}", path, number)
-            rows.append((number, row))
+            count += 1
+            yield number, row
     elif fmt in ("csv", "tsv"):
-        text = _decoded_text(path)
-        reader = csv.DictReader(io.StringIO(text), delimiter="," if fmt == "csv" else "\t")
+        # csv needs the newlines back to read quoted fields that span lines
+        reader = csv.DictReader((line + "\n" for _, line in _decoded_lines(path)), delimiter="," if fmt == "csv" else "\t")
         if not reader.fieldnames:
             raise InputError("empty file; expected a header line with column names", path)
         for row in reader:
@@ -140,7 +150,8 @@ def read_records(path: str | os.PathLike[str]) -> list[tuple[int, dict[str, Any]
                     path,
                     reader.line_num,
                 )
-            rows.append((reader.line_num, dict(row)))
+            count += 1
+            yield reader.line_num, dict(row)
     elif fmt == "parquet":
         _check_file(path)
         try:
@@ -148,19 +159,27 @@ def read_records(path: str | os.PathLike[str]) -> list[tuple[int, dict[str, Any]
         except ImportError as err:
             raise InputError("reading parquet needs pyarrow: pip install 'embedforge[parquet]'", path) from err
         try:
-            table = pq.read_table(path)
+            batches = pq.ParquetFile(path).iter_batches(batch_size=4096)
+            for batch in batches:
+                for row in batch.to_pylist():
+                    count += 1
+                    yield count, row
+        except InputError:
+            raise
         except Exception as err:
             raise InputError(f"not a readable parquet file ({err})", path) from None
-        rows = [(i + 1, row) for i, row in enumerate(table.to_pylist())]
     else:
         raise InputError("expected a table (.jsonl, .csv, .tsv or .parquet)", path)
-    if not rows:
+    if not count:
         raise InputError("empty file; expected at least one row", path)
-    return rows
 
 
-def _column(path: Path, rows: list[tuple[int, dict[str, Any]]], wanted: Sequence[str]) -> str:
-    names = list(rows[0][1].keys())
+def read_records(path: str | os.PathLike[str]) -> list[tuple[int, dict[str, Any]]]:
+    """Rows of a jsonl / csv / tsv / parquet file as ``(line, row)``; ``line`` is 1-based."""
+    return list(iter_records(path))
+
+
+def _column(path: Path, names: Sequence[str], wanted: Sequence[str]) -> str:
     for name in wanted:
         if name in names:
             return name
@@ -178,6 +197,22 @@ def _text(path: Path, line: int, row: dict[str, Any], column: str, *, required: 
     return value
 
 
+def _iter_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Non-empty lines of a ``.txt`` file, lazily. A blank line is an error unless only blank lines follow it."""
+    blank = 0  # line number of the first blank line not yet followed by text
+    count = 0
+    for number, line in _decoded_lines(path):
+        if not line.strip():
+            blank = blank or number
+            continue
+        if blank:
+            raise InputError("empty line; expected one text per line", path, blank)
+        count += 1
+        yield number, line
+    if not count:
+        raise InputError("empty file; expected one text per line", path)
+
+
 def read_texts(path: str | os.PathLike[str], *, text_field: str | None = None) -> list[str]:
     """Texts from a file: one per line (``.txt``) or one column of a table.
 
@@ -188,20 +223,69 @@ def read_texts(path: str | os.PathLike[str], *, text_field: str | None = None) -
     if path.is_dir():
         return [doc.text if not doc.title else f"{doc.title}. {doc.text}" for doc in read_documents(path)]
     if _format(path) == "txt":
-        lines = list(_decoded_lines(path))
-        while lines and not lines[-1][1].strip():
-            lines.pop()
-        if not lines:
-            raise InputError("empty file; expected one text per line", path)
-        for number, line in lines:
-            if not line.strip():
-                raise InputError("empty line; expected one text per line", path, number)
-        return [line for _, line in lines]
-    rows = read_records(path)
-    column = text_field or _column(path, rows, TEXT_FIELDS)
-    if column not in rows[0][1]:
-        raise InputError(f"no column {column!r} (found: {', '.join(rows[0][1])})", path)
-    return [_text(path, line, row, column) for line, row in rows]
+        return [line for _, line in _iter_lines(path)]
+    rows = iter_records(path)
+    first = next(rows)
+    column = text_field or _column(path, list(first[1]), TEXT_FIELDS)
+    if column not in first[1]:
+        raise InputError(f"no column {column!r} (found: {', '.join(first[1])})", path)
+    return [_text(path, line, row, column) for line, row in itertools.chain([first], rows)]
+
+
+def corpus_file(path: str | os.PathLike[str]) -> Path:
+    """The file a corpus path names: itself, or ``corpus.jsonl`` inside a BEIR folder."""
+    path = Path(path)
+    if path.is_dir():
+        corpus = path / "corpus.jsonl"
+        if not corpus.is_file():
+            raise InputError("is a directory without corpus.jsonl; expected a BEIR folder or a file", path)
+        return corpus
+    return path
+
+
+def iter_document_rows(
+    path: str | os.PathLike[str],
+    *,
+    text_field: str | None = None,
+    title_field: str = "title",
+    id_field: str | None = None,
+) -> Iterator[tuple[Document, dict[str, Any]]]:
+    """``(document, its source row)`` for every entry of a corpus, read lazily (``{}`` rows for ``.txt``).
+
+    Validation is the same as :func:`read_documents`'s and happens row by row, so a bad line is
+    reported when it is reached; duplicate ids are caught by keeping the ids seen (not the texts).
+    """
+    path = corpus_file(path)
+    if _format(path) == "txt":
+        for i, (_, line) in enumerate(_iter_lines(path)):
+            yield Document(id=str(i + 1), text=line), {}
+        return
+    rows = iter_records(path)
+    first = next(rows)
+    names = list(first[1])
+    column = text_field or _column(path, names, TEXT_FIELDS)
+    id_col = id_field or next((c for c in ("_id", "id", "doc_id", "docid") if c in names), None)
+    seen: dict[str, int] = {}
+    for number, row in itertools.chain([first], rows):
+        title = _text(path, number, row, title_field, required=False) if title_field in row else ""
+        text = _text(path, number, row, column, required=not title.strip())
+        doc_id = str(row[id_col]) if id_col is not None and row.get(id_col) is not None else str(number)
+        if doc_id in seen:
+            raise InputError(f"duplicate id {doc_id!r} (first on line {seen[doc_id]})", path, number)
+        seen[doc_id] = number
+        yield Document(id=doc_id, text=text, title=title), row
+
+
+def iter_documents(
+    path: str | os.PathLike[str],
+    *,
+    text_field: str | None = None,
+    title_field: str = "title",
+    id_field: str | None = None,
+) -> Iterator[Document]:
+    """:func:`read_documents`, lazily: one document at a time, for corpora larger than memory."""
+    for doc, _ in iter_document_rows(path, text_field=text_field, title_field=title_field, id_field=id_field):
+        yield doc
 
 
 def read_documents(
@@ -215,30 +299,7 @@ def read_documents(
 
     ``.txt`` files get ids ``"1"``, ``"2"``, … (line numbers). Duplicate ids are an error.
     """
-    path = Path(path)
-    if path.is_dir():
-        corpus = path / "corpus.jsonl"
-        if not corpus.is_file():
-            raise InputError("is a directory without corpus.jsonl; expected a BEIR folder or a file", path)
-        path = corpus
-    if _format(path) == "txt":
-        _check_file(path)
-        return [Document(id=str(i + 1), text=t) for i, t in enumerate(read_texts(path))]
-    rows = read_records(path)
-    names = rows[0][1].keys()
-    column = text_field or _column(path, rows, TEXT_FIELDS)
-    id_col = id_field or next((c for c in ("_id", "id", "doc_id", "docid") if c in names), None)
-    docs: list[Document] = []
-    seen: dict[str, int] = {}
-    for number, row in rows:
-        title = _text(path, number, row, title_field, required=False) if title_field in row else ""
-        text = _text(path, number, row, column, required=not title.strip())
-        doc_id = str(row[id_col]) if id_col is not None and row.get(id_col) is not None else str(number)
-        if doc_id in seen:
-            raise InputError(f"duplicate id {doc_id!r} (first on line {seen[doc_id]})", path, number)
-        seen[doc_id] = number
-        docs.append(Document(id=doc_id, text=text, title=title))
-    return docs
+    return list(iter_documents(path, text_field=text_field, title_field=title_field, id_field=id_field))
 
 
 def read_pairs(

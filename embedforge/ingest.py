@@ -1,18 +1,23 @@
-"""Ingestion: read a corpus and embed its documents into a :class:`~embedforge.collection.Collection`.
+"""Ingestion: stream a corpus into a :class:`~embedforge.collection.Collection`.
 
-:func:`index_documents` embeds in resumable chunks, staged under ``DIR/.staging/`` (shards and a
-checkpoint) until the collection is saved in one step.
+:func:`index_corpus` reads a corpus file lazily, three passes over it: validate (ids, texts,
+duplicates: a bad line fails the run before any encoding), encode in resumable chunks staged
+under ``DIR/.staging/`` (shards and a checkpoint), and hand the documents with their memory-mapped
+vectors to the collection, which is saved in one step. Encoding holds one chunk of texts at a time;
+only the collection itself (ids, texts, metadata, vectors, index) is held whole, as every
+in-process docstore is. :func:`index_documents` does the same for documents already in memory.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +27,11 @@ from embedforge.collection import Collection, DocLike, _doc_fields, stored_model
 from embedforge.errors import InputError
 from embedforge.io import write_json
 
-__all__ = ["read_corpus", "index_documents", "join_title"]
+__all__ = ["read_corpus", "iter_corpus", "index_corpus", "index_documents", "join_title"]
 
 logger = logging.getLogger(__name__)
+
+_SKIP = {"_id", "id", "doc_id", "docid", "text", "sentence", "content", "body", "title", "metadata"}
 
 
 def join_title(title: str, text: str) -> str:
@@ -36,42 +43,94 @@ def join_title(title: str, text: str) -> str:
     return f"{title} {text}" if title.rstrip()[-1:] in ".!?:;" else f"{title}. {text}"
 
 
-def read_corpus(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Documents of a corpus file or BEIR folder as ``{"id", "text", "title", "metadata"}`` dicts.
+def iter_corpus(path: str | os.PathLike[str], limit: int | None = None) -> Iterator[dict[str, Any]]:
+    """Documents of a corpus file or BEIR folder as ``{"id", "text", "title", "metadata"}`` dicts, lazily.
 
-    Ids, texts and titles come from :func:`embedforge.corpus.read_documents` (which validates
+    Ids, texts and titles come from :func:`embedforge.corpus.iter_document_rows` (which validates
     them); any other column of a table (and a BEIR ``metadata`` object) becomes metadata.
+    ``limit`` stops after that many documents.
     """
-    from embedforge.corpus import read_documents, read_records
+    from embedforge.corpus import iter_document_rows
 
-    docs = read_documents(path)
-    p = Path(path)
-    file = p / "corpus.jsonl" if p.is_dir() else p
-    extras: list[dict[str, Any]] = [{} for _ in docs]
-    if file.suffix.lower() not in (".txt", ".text"):
-        records = read_records(file)
-        if len(records) == len(docs):
-            skip = {"_id", "id", "doc_id", "docid", "text", "sentence", "content", "body", "title", "metadata"}
-            for i, (_, row) in enumerate(records):
-                meta = dict(row.get("metadata") or {}) if isinstance(row.get("metadata"), dict) else {}
-                meta.update({k: v for k, v in row.items() if k not in skip})
-                extras[i] = meta
-    return [{"id": d.id, "text": d.text, "title": d.title, "metadata": m} for d, m in zip(docs, extras, strict=True)]
+    rows = iter_document_rows(path)
+    for doc, row in rows if limit is None else itertools.islice(rows, max(0, limit)):
+        meta = dict(row["metadata"]) if isinstance(row.get("metadata"), dict) else {}
+        meta.update({k: v for k, v in row.items() if k not in _SKIP})
+        yield {"id": doc.id, "text": doc.text, "title": doc.title, "metadata": meta}
 
 
-def _signature(docs: Sequence[DocLike], model_name: str, prefix: str, chunk: int) -> str:
-    h = hashlib.sha256(f"{model_name}\0{prefix}\0{chunk}\0{len(docs)}".encode())
-    for doc in docs:
-        doc_id, text, _ = _doc_fields(doc)
-        h.update(f"{doc_id}\0{len(text)}\0".encode())
-    return h.hexdigest()
+def read_corpus(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """All of :func:`iter_corpus` as a list."""
+    return list(iter_corpus(path))
 
 
-def index_documents(
+def index_corpus(
     path: str | os.PathLike[str],
     model_name: str,
-    docs: Sequence[DocLike],
+    corpus: str | os.PathLike[str],
     *,
+    limit: int | None = None,
+    **options: Any,
+) -> Collection:
+    """Stream the corpus file or BEIR folder ``corpus`` into the collection at ``path``.
+
+    Same options and resume behaviour as :func:`index_documents`; the file is read lazily (three
+    passes: validate, encode chunk by chunk, add), so encoding never holds more than one chunk of
+    texts. Nothing is encoded, and the collection is untouched, when any line is bad.
+    """
+    return _index_stream(path, model_name, lambda: iter_corpus(corpus, limit), source=str(corpus), **options)
+
+
+def index_documents(path: str | os.PathLike[str], model_name: str, docs: Sequence[DocLike], **options: Any) -> Collection:
+    """Embed ``docs`` into the collection at ``path`` (created if needed) in resumable chunks.
+
+    Every ``chunk_size`` documents the vectors go to ``path/.staging/shard-N.npy`` and the number
+    done to ``checkpoint.json`` (both atomic). Run again after an interruption with the same
+    documents and model: finished chunks are read back, not re-encoded. The collection itself
+    changes only at the end, in one :meth:`Collection.save`. ``processes > 1`` encodes with that
+    many worker processes (:func:`embedforge.encode.encode_pool`): for machines with many cores,
+    where one process's torch threads leave cores idle. Options: ``index_spec`` ("auto"),
+    ``query_prefix``, ``document_prefix``, ``upsert``, ``batch_size`` (32), ``chunk_size`` (4096),
+    ``show_progress``, ``processes`` (1).
+    """
+    return _index_stream(path, model_name, lambda: iter(docs), source="", **options)
+
+
+def _open_existing(root: Path, model_name: str) -> Collection | None:
+    """The collection at ``root`` if there is one, refusing a model other than the one it was built with."""
+    if not (root / "CURRENT").exists():
+        return None
+    coll = Collection.open(root)
+    if stored_model_name(model_name) != coll.manifest["model"]:
+        from embedforge.models import load_model
+
+        coll.model(load_model(model_name))  # a different model -> InputError
+    return coll
+
+
+def _scan(stream: Iterable[DocLike], coll: Collection | None, upsert: bool, head: str, show_progress: bool) -> tuple[int, str]:
+    """Validate every document (and its id against ``coll``) without keeping texts: (count, signature)."""
+    from tqdm.auto import tqdm
+
+    h = hashlib.sha256(head.encode())
+    seen: set[str] = set()
+    n = 0
+    for doc in tqdm(stream, disable=not show_progress, desc="reading", unit="doc"):
+        doc_id, text, _ = _doc_fields(doc)
+        if not upsert and ((coll is not None and doc_id in coll) or doc_id in seen):
+            raise InputError(f"duplicate id {doc_id!r}: already in the collection or repeated in the input (use --upsert)")
+        seen.add(doc_id)
+        h.update(f"{doc_id}\0{len(text)}\0".encode())
+        n += 1
+    return n, h.hexdigest()
+
+
+def _index_stream(
+    path: str | os.PathLike[str],
+    model_name: str,
+    open_stream: Callable[[], Iterable[DocLike]],
+    *,
+    source: str,
     index_spec: str = "auto",
     query_prefix: str = "",
     document_prefix: str = "",
@@ -81,15 +140,6 @@ def index_documents(
     show_progress: bool = True,
     processes: int = 1,
 ) -> Collection:
-    """Embed ``docs`` into the collection at ``path`` (created if needed) in resumable chunks.
-
-    Every ``chunk_size`` documents the vectors go to ``path/.staging/shard-N.npy`` and the number
-    done to ``checkpoint.json`` (both atomic). Run again after an interruption with the same
-    documents and model: finished chunks are read back, not re-encoded. The collection itself
-    changes only at the end, in one :meth:`Collection.save`. ``processes > 1`` encodes with that
-    many worker processes (:func:`embedforge.encode.encode_pool`): for machines with many cores,
-    where one process's torch threads leave cores idle.
-    """
     from tqdm.auto import tqdm
 
     from embedforge.encode import encode_pool
@@ -97,24 +147,21 @@ def index_documents(
 
     if processes < 1:
         raise InputError(f"processes must be >= 1, got {processes}")
+    if chunk_size < 1:
+        raise InputError(f"chunk_size must be >= 1, got {chunk_size}")
     root = Path(path)
-    if (root / "CURRENT").exists():
-        coll = Collection.open(root)
-        if stored_model_name(model_name) != coll.manifest["model"]:
-            from embedforge.models import load_model
-
-            coll.model(load_model(model_name))  # a different model -> InputError
+    existing = _open_existing(root, model_name)
+    # pass 1: fail on a bad line or a duplicate id before hours of encoding, not after
+    prefix = existing.manifest["document_prefix"] if existing is not None else document_prefix
+    head = f"{stored_model_name(model_name)}\0{prefix}\0{chunk_size}\0"
+    n, signature = _scan(open_stream(), existing, upsert, head, show_progress and bool(source))
+    if n == 0:
+        raise InputError("no documents to index", source or None)
+    if existing is not None:
+        coll = existing
     else:
         coll = Collection.create(root, model_name, index_spec=index_spec, query_prefix=query_prefix, document_prefix=document_prefix)
-    rows = [_doc_fields(d) for d in docs]
-    if not upsert:  # fail before hours of encoding, not after
-        seen: set[str] = set()
-        for doc_id, _, _ in rows:
-            if doc_id in coll or doc_id in seen:
-                raise InputError(f"duplicate id {doc_id!r}: already in the collection or repeated in the input (use --upsert)")
-            seen.add(doc_id)
     staging = root / ".staging"
-    signature = _signature(docs, coll.manifest["model"], coll.manifest["document_prefix"], chunk_size)
     done = 0
     checkpoint = staging / "checkpoint.json"
     if checkpoint.is_file():
@@ -126,23 +173,32 @@ def index_documents(
         if not done:
             shutil.rmtree(staging, ignore_errors=True)
         else:
-            logger.info("resuming: %d of %d documents already embedded", done, len(rows))
+            logger.info("resuming: %d of %d documents already embedded", done, n)
     staging.mkdir(parents=True, exist_ok=True)
-    shards: list[np.ndarray] = []
-    pool_cm = encode_pool(coll.model(), processes) if done < len(rows) else contextlib.nullcontext()
-    with pool_cm as pool, tqdm(total=len(rows), initial=done, disable=not show_progress, desc="embedding", unit="doc") as bar:
-        for number, start in enumerate(range(0, len(rows), chunk_size)):
+    # pass 2: encode chunk by chunk; finished chunks of an interrupted run are skipped, not re-encoded
+    shards: list[Path] = []
+    pool_cm = encode_pool(coll.model(), processes) if done < n else contextlib.nullcontext()
+    stream = iter(open_stream())
+    with pool_cm as pool, tqdm(total=n, initial=done, disable=not show_progress, desc="embedding", unit="doc") as bar:
+        for number, start in enumerate(range(0, n, chunk_size)):
+            stop = min(start + chunk_size, n)
+            chunk = list(itertools.islice(stream, stop - start))
             shard = staging / f"shard-{number:06d}.npy"
-            stop = min(start + chunk_size, len(rows))
+            shards.append(shard)
             if stop <= done and shard.is_file():
-                shards.append(np.load(shard))
                 continue
-            vectors = coll._encode_docs([t for _, t, _ in rows[start:stop]], batch_size, False, pool)
+            vectors = coll._encode_docs([_doc_fields(d)[1] for d in chunk], batch_size, False, pool)
             save_npy(shard, vectors)
-            write_json(checkpoint, {"signature": signature, "done": stop, "total": len(rows)})
-            shards.append(vectors)
+            write_json(checkpoint, {"signature": signature, "done": stop, "total": n})
             bar.update(stop - start)
-    vectors = np.concatenate(shards) if shards else np.zeros((0, coll.dim), dtype=np.float32)
+    # pass 3: the collection takes the documents and the vectors, read back from the shards
+    vectors = np.empty((n, coll.dim), dtype=np.float32)
+    at = 0
+    for shard in shards:
+        part = np.load(shard, mmap_mode="r")
+        vectors[at : at + len(part)] = part
+        at += len(part)
+    docs = list(itertools.islice(open_stream(), n))
     (coll.upsert if upsert else coll.add)(docs, vectors=vectors)
     coll.save()
     shutil.rmtree(staging, ignore_errors=True)

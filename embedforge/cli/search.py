@@ -66,19 +66,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from embedforge.ingest import index_documents, read_corpus
+    from embedforge.ingest import index_corpus
 
-    docs = read_corpus(args.input)
-    if args.limit is not None:
-        docs = docs[: max(0, args.limit)]
-    if not docs:
-        raise InputError("no documents to index", args.input)
-    coll = index_documents(
-        args.collection, args.model, docs, index_spec=args.index, query_prefix=args.query_prefix,
+    coll = index_corpus(
+        args.collection, args.model, args.input, limit=args.limit, index_spec=args.index, query_prefix=args.query_prefix,
         document_prefix=args.document_prefix, upsert=args.upsert, batch_size=args.batch_size,
         chunk_size=args.chunk_size, show_progress=not args.no_progress and sys.stderr.isatty(), processes=args.processes,
     )
-    print(f"indexed {len(docs)} documents into {args.collection} ({len(coll)} in all, index {coll.manifest['index']})")
+    print(f"indexed {args.input} into {args.collection} ({len(coll)} documents in all, index {coll.manifest['index']})")
     return 0
 
 
