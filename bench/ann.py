@@ -133,7 +133,7 @@ def markdown_table(results: dict[str, Any]) -> str:
     """The BENCHMARKS.md section: one row per backend."""
     m = results["machine"]
     lines = [
-        "## Vector indexes, `bench/ann.py`",
+        "## Vector indexes, `bench/ann.py`" + ("" if results["name"] == "ann" else f" (`--output {results['name']}`)"),
         "",
         f"{results['n']:,} vectors × {results['dim']} ({results['data']}), {results['queries']:,} queries, k = {K}, "
         f"one batch of queries, {m['cores']} cores ({m['cpu']}); commit {m['commit']}. "
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--with-milvus", action="store_true", help="also Milvus Lite (slow inserts at 1M: minutes)")
     p.add_argument("--limit", type=int, help="smoke test: this many database vectors")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="faiss OpenMP threads (default: all cores)")
-    p.add_argument("--output", default="ann", help="result name: bench/results/NAME.json")
+    p.add_argument("--output", default="ann", help="result name: bench/results/NAME.json and BENCHMARKS.md section NAME")
     p.add_argument("--no-markdown", action="store_true")
     args = p.parse_args(argv)
     (Path(__file__).parent / "cache").mkdir(exist_ok=True)
@@ -194,12 +194,12 @@ def main(argv: list[str] | None = None) -> int:
     backends = list(args.backends) + (["milvus"] if args.with_milvus else [])
     for spec in backends:
         rows.append(run_backend(spec, base, queries, truth, exact_qps))
-    results = {"threads": args.threads, "n": len(base), "dim": int(base.shape[1]), "queries": len(queries), "data": label, "machine": machine(), "rows": rows}
+    results = {"name": args.output, "threads": args.threads, "n": len(base), "dim": int(base.shape[1]), "queries": len(queries), "data": label, "machine": machine(), "rows": rows}
     name = args.output if args.limit is None else f"{args.output}-limit{args.limit}"
     write_result(name, results)
     table = markdown_table(results)
     if args.limit is None and not args.no_markdown:
-        update_section("ann", table)
+        update_section(args.output, table)  # its own BENCHMARKS.md section per result name
     print(table)
     return 0
 
