@@ -8,14 +8,16 @@ from typing import Any, Literal
 __all__ = ["SimCSEConfig", "POOLERS", "MODES"]
 
 POOLERS = ("cls", "cls_mlp", "mean")
-MODES = ("unsup", "sup")
+MODES = ("unsup", "sup", "tsdae")
 
 
 @dataclass(frozen=True)
 class SimCSEConfig:
     """SimCSE training (Gao, Yao & Chen 2021). Defaults follow the paper unless noted."""
 
-    mode: Literal["unsup", "sup"] = "unsup"  # unsup: a text and its dropout copy; sup: labelled pairs/triplets
+    # unsup: a text and its dropout copy; sup: labelled pairs/triplets; tsdae: rebuild a text from
+    # its vector after deleting 60 % of its words (Wang et al. 2021; embedforge.train.tsdae)
+    mode: Literal["unsup", "sup", "tsdae"] = "unsup"
     # None keeps the base model's own pooling when it is a sentence-transformers model (switching a
     # mean-pooled model such as MiniLM to CLS would throw away what it learnt); for a plain
     # transformers model it takes the paper's choice: cls_mlp (unsup) / cls (sup).
@@ -34,6 +36,9 @@ class SimCSEConfig:
     save_steps: int = 250  # checkpoints for resuming; with a dev set, at each evaluation
     no_duplicates: bool = True  # no text twice in a batch: a duplicate is a false negative
     gather_across_processes: bool = True  # under torchrun, negatives from every process (as the official code)
+    # tsdae only: a checkpoint with an LM head to decode with (untied); None ties the decoder to
+    # the encoder's own checkpoint, which must then hold an LM head (embedforge.train.tsdae)
+    decoder: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

@@ -15,12 +15,19 @@ DATA_DIR = Path(os.environ.get("EMBEDFORGE_DATA", REPO.parent / "shared" / "data
 
 
 def build_tiny_bert(
-    path: Path, *, hidden: int = 32, layers: int = 2, seed: int = 0, num_labels: int | None = None
+    path: Path, *, hidden: int = 32, layers: int = 2, seed: int = 0, num_labels: int | None = None, mlm: bool = False
 ) -> Path:
-    """A random BERT with the MiniLM tokenizer, saved at ``path``: a plain BertModel, or with
-    ``num_labels`` a BertForSequenceClassification (the layout of a sentence-transformers CrossEncoder)."""
+    """A random BERT with the MiniLM tokenizer, saved at ``path``: a plain BertModel, with
+    ``num_labels`` a BertForSequenceClassification (the layout of a sentence-transformers CrossEncoder),
+    with ``mlm`` a BertForMaskedLM (a checkpoint that holds an LM head)."""
     import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, BertModel
+    from transformers import (
+        AutoTokenizer,
+        BertConfig,
+        BertForMaskedLM,
+        BertForSequenceClassification,
+        BertModel,
+    )
 
     from embedforge.models import resolve_model
 
@@ -35,7 +42,10 @@ def build_tiny_bert(
         max_position_embeddings=128,
         num_labels=num_labels or 2,
     )
-    model = BertModel(config) if num_labels is None else BertForSequenceClassification(config)
+    if mlm:
+        model = BertForMaskedLM(config)
+    else:
+        model = BertModel(config) if num_labels is None else BertForSequenceClassification(config)
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return path

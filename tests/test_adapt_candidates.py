@@ -92,3 +92,4 @@ def test_prepare_writes_readable_training_files(tmp_path):
 def test_every_candidate_declares_its_own_format_tasks():
     assert SPECS["simcse"].formats == () and SPECS["supervised"].formats == ()
     assert "span" in SPECS["crops"].formats and "span" in SPECS["ict"].formats and SPECS["title"].formats == ("title",)
+    assert SPECS["tsdae"].formats == ("keywords",), "TSDAE's damaged input is a bag of the document's own words"

@@ -186,3 +186,23 @@ def test_labelled_texts_give_a_same_label_estimate_and_train_supervised(tiny_mod
     assert report["pairs"]["heldout_queries"] == 12 * 2  # round(0.2 * 12) = 2 per label, stratified
     assert "supervised" in report["models"] and "labelled" in json.dumps(report["models"]["supervised"])
     assert "labelled texts" in (out / "adapt-report" / "report.md").read_text()
+
+
+def test_tsdae_runs_only_where_the_decoder_head_is_real(tiny_model_dir, corpus, tmp_path, fixed_probes):
+    from dataclasses import replace
+
+    from conftest import build_tiny_bert
+
+    config = replace(FAST, candidates=("simcse", "tsdae"))
+    no_head = adapt(str(tiny_model_dir), corpus, tmp_path / "a", config, report_dir=tmp_path / "ra")
+    report = json.loads((tmp_path / "ra" / "report.json").read_text())
+    assert report["candidates"]["tsdae"]["status"] == "skipped"
+    assert "no decoder (LM) head" in report["candidates"]["tsdae"]["note"]
+    assert {v.name for v in no_head.decision.verdicts} == {"simcse"}
+
+    mlm = build_tiny_bert(tmp_path / "mlm", mlm=True)
+    adapt(str(mlm), corpus, tmp_path / "b", replace(FAST, candidates=("tsdae",)), report_dir=tmp_path / "rb")
+    report = json.loads((tmp_path / "rb" / "report.json").read_text())
+    assert report["candidates"]["tsdae"]["status"] == "trained"
+    assert "tied to the encoder" in report["candidates"]["tsdae"]["note"]
+    assert report["candidates"]["tsdae"]["judged_on"] == ["title", "span"], "not judged on keyword queries, its own input format"

@@ -95,6 +95,7 @@ def training_config(spec: cands.CandidateSpec, config: AdaptConfig, steps: int) 
         warmup_ratio=0.1,  # the base is already a good model: ramp up instead of jolting it
         seed=config.seed,
         save_steps=max(25, steps // 4),  # checkpoints to resume from, ~4 per run
+        decoder=config.tsdae_decoder if spec.mode == "tsdae" else None,
     )
 
 
@@ -215,7 +216,7 @@ def _setup(model: str, docs: list[Document], qp: QueryPairs | LabelledTexts | No
             prepared[name] = cands.Prepared(name, Path(old["path"]) if old["path"] else None, old["rows"], old["note"], old["stats"])
             continue
         prep = cands.prepare_candidate(name, train_docs, state.folder / "data", seed=config.seed, pairs=qp_train, model=base,
-                                       mining=mining)
+                                       mining=mining, decoder=config.tsdae_decoder)
         prepared[name] = prep
         saved[name] = {"path": str(prep.path) if prep.path else None, "rows": prep.rows, "note": prep.note, "stats": prep.stats}
         state.save()

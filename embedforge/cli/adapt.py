@@ -16,7 +16,7 @@ def register(subparsers: Any) -> None:
         help="try several adaptations of a model to your corpus, keep the one measured to beat the base",
         description=(
             "Hold out part of the corpus, train candidates (unsupervised SimCSE, title<->body, random crops, "
-            "sentence<->rest, and supervised on --pairs with mined hard negatives) within --budget, measure each "
+            "sentence<->rest, TSDAE where the base has a decoder head, and supervised on --pairs with mined hard negatives) within --budget, measure each "
             "against the base on held-out data with bootstrap intervals, and write the winner - or the base when "
             "nothing wins beyond noise - to --output with a report. Re-run the same command to resume."
         ),
@@ -29,7 +29,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--budget", default="20m", help="wall-clock budget for the whole run, e.g. 20m, 90s, 1h30m (default 20m)")
     p.add_argument("--report", help="directory for report.md, report.json and chart.png (default: OUTPUT/adapt-report)")
     p.add_argument("--data-dir", default="../shared/data", help="folder holding sts/STSBenchmark for the forgetting check (skipped if absent)")
-    p.add_argument("--candidates", help="comma-separated subset of simcse,title,crops,ict,supervised (default: all that apply)")
+    p.add_argument("--candidates", help="comma-separated subset of simcse,title,crops,ict,tsdae,supervised (default: all that apply)")
+    p.add_argument("--tsdae-decoder", metavar="DIR",
+                   help="masked-LM checkpoint of the base's architecture for TSDAE's decoder (default: the base's own LM head; "
+                        "TSDAE is skipped when there is none)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--max-length", type=int, default=256, help="tokens per document (default 256)")
     p.add_argument("--batch-size", type=int, default=32, help="pairs per training step (default 32)")
@@ -45,6 +48,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     kwargs: dict[str, Any] = {
         "budget_seconds": parse_budget(args.budget), "seed": args.seed, "max_length": args.max_length,
         "batch_size": args.batch_size, "keep_candidates": args.keep_candidates,
+        "tsdae_decoder": args.tsdae_decoder,
     }
     if args.candidates:
         kwargs["candidates"] = tuple(c.strip() for c in args.candidates.split(",") if c.strip())

@@ -58,6 +58,13 @@ def _dataset(config: SimCSEConfig, train_file: str | os.PathLike[str]) -> tuple[
     """(datasets.Dataset, loss name, text columns) — validates the file before anything is written."""
     from datasets import Dataset
 
+    if config.mode == "tsdae":
+        from embedforge.train.tsdae import noisy_texts
+
+        texts = read_texts(train_file)
+        if len(texts) < 2:
+            raise InputError("TSDAE needs at least 2 texts", train_file)
+        return Dataset.from_dict({"noisy": noisy_texts(texts, config.seed), "text": texts}), "tsdae", 2
     if config.mode == "unsup":
         texts = read_texts(train_file)
         if len(texts) < 2:
@@ -94,6 +101,20 @@ def _evaluator(dev: DevSet, batch_size: int) -> Any:
     return inner
 
 
+def _tsdae_loss(model: Any, config: SimCSEConfig) -> Any:
+    """sentence-transformers' DenoisingAutoEncoderLoss with a decoder whose LM head is trained, not random."""
+    from sentence_transformers.sentence_transformer.losses import DenoisingAutoEncoderLoss
+
+    from embedforge.train.tsdae import decoder_source
+
+    encoder_folder = model.transformers_model.config._name_or_path
+    source, why = decoder_source(encoder_folder, config.decoder)
+    if source is None:
+        raise InputError(f"TSDAE: {why}")
+    logger.info("TSDAE: %s", why)
+    return DenoisingAutoEncoderLoss(model, decoder_name_or_path=source, tie_encoder_decoder=config.decoder is None)
+
+
 def train_simcse(
     model_name: str,
     train_file: str | os.PathLike[str],
@@ -108,7 +129,8 @@ def train_simcse(
     """Train SimCSE from ``model_name`` on ``train_file`` and save the model at ``output``.
 
     unsup: ``train_file`` has one text per line (or a text column); sup: pairs / triplets with
-    hard negatives (SimCSE loss, Eq. 5) or graded pairs (CoSENT loss). Re-running the same
+    hard negatives (SimCSE loss, Eq. 5) or graded pairs (CoSENT loss); tsdae: texts, trained as a
+    denoising auto-encoder (:mod:`embedforge.train.tsdae`; needs a decoder with an LM head). Re-running the same
     command after an interruption resumes from the last checkpoint in ``OUTPUT.partial``.
     ``callbacks`` are ``transformers.TrainerCallback`` objects passed to the Trainer.
     """
@@ -129,8 +151,10 @@ def train_simcse(
     model.max_seq_length = config.max_length
     pooler = prepare_model(model, config.pooler, is_sentence_model=is_sentence_model, mode=config.mode)
 
-    if loss_name == "cosent":
-        loss: torch.nn.Module = CoSENTLoss(model, scale=1.0 / config.temperature)
+    if loss_name == "tsdae":
+        loss: torch.nn.Module = _tsdae_loss(model, config)
+    elif loss_name == "cosent":
+        loss = CoSENTLoss(model, scale=1.0 / config.temperature)
     else:
         loss = SimCSELoss(
             model, temperature=config.temperature, hard_negative_weight=config.hard_negative_weight,
