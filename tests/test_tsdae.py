@@ -69,3 +69,15 @@ def test_tsdae_with_a_given_decoder_and_refused_without_a_head(tmp_path: Path, m
     with pytest.raises(InputError, match="no decoder \\(LM\\) head"):
         _train(tmp_path, tiny_model_dir, None, "refused")
     assert not (tmp_path / "refused").exists()
+
+
+def test_cli_train_tsdae(tmp_path: Path, mlm_dir: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from embedforge.cli import main
+
+    file = tmp_path / "texts.txt"
+    file.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    common = ["train", "--mode", "tsdae", "--train-file", str(file), "--max-steps", "2", "--batch-size", "8", "--no-progress"]
+    assert main([*common, "--model", str(tiny_model_dir), "--output", str(tmp_path / "a")]) == 2
+    assert "no decoder (LM) head" in capsys.readouterr().err and not (tmp_path / "a").exists()
+    assert main([*common, "--model", str(tiny_model_dir), "--decoder", str(mlm_dir), "--output", str(tmp_path / "b")]) == 0
+    assert "trained tsdae" in capsys.readouterr().out

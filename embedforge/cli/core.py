@@ -22,7 +22,9 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser("train", help="train SimCSE (unsupervised or supervised)")
     p.add_argument("--model", required=True, help="base model: 'minilm', a directory or a hub id")
-    p.add_argument("--mode", choices=["unsup", "sup"], default="unsup")
+    p.add_argument("--mode", choices=["unsup", "sup", "tsdae"], default="unsup",
+                   help="unsup: SimCSE on texts; sup: pairs/triplets; tsdae: denoising auto-encoder on texts (needs an LM head)")
+    p.add_argument("--decoder", metavar="DIR", help="tsdae: masked-LM checkpoint to decode with (default: the model's own LM head)")
     p.add_argument("--train-file", required=True, help="unsup: one text per line; sup: csv/tsv/jsonl pairs or triplets")
     p.add_argument("--output", required=True, help="directory for the trained model (written only when done)")
     p.add_argument("--max-steps", type=int, default=-1, help="stop after N optimiser steps (overrides --epochs)")
@@ -101,7 +103,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             hard_negative_weight=args.hard_negative_weight, max_length=args.max_length, learning_rate=args.lr,
             batch_size=args.batch_size, epochs=args.epochs, max_steps=args.max_steps,
             warmup_ratio=args.warmup_ratio, seed=args.seed, eval_steps=args.eval_steps,
-            save_steps=args.save_steps, no_duplicates=not args.allow_duplicates,
+            save_steps=args.save_steps, no_duplicates=not args.allow_duplicates, decoder=args.decoder,
         )
     except ValueError as err:
         raise InputError(str(err)) from None
