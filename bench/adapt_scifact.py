@@ -9,6 +9,8 @@ Three parts, each one ``adapt`` call (candidates kept) followed by a real evalua
   candidate; its test nDCG@10 beside OpenAI text-embedding-3-small's published 0.734 (MTEB).
 * ``banking77`` — Banking77 train texts (label-free); real metric: same-intent retrieval on the
   test texts (leave-one-out MAP@10, P@1, nDCG@10 with intent labels adapt never sees).
+* ``banking77-labels`` — the same texts plus 10 labelled texts per intent (770, as ``make demo``
+  gives them): the supervised candidate on same-intent pairs, judged on its held-out labelled texts.
 
 Agreement: Kendall τ over {base + candidates} between the label-free estimate (each candidate's
 gain on the tasks it does not train on; base = 0) and the real nDCG@10 (MAP@10 on Banking77), and
@@ -16,6 +18,8 @@ the same per construction and for the naive all-task mean, to show which constru
 
 Embeddings are cached under bench/cache/adapt*/ keyed by the model's weights and the texts; each
 part's adapt output is kept there, so a re-run skips finished parts and resumes an interrupted one.
+Parts run alone are merged into bench/results/adapt_scifact.json beside the parts of earlier runs,
+each with the commit and machine it was measured on.
 
     python bench/adapt_scifact.py                     # full run, ~85 min on 2 CPU cores
     python bench/adapt_scifact.py --smoke             # a few hundred documents, small budgets (~25 min)
@@ -35,14 +39,16 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import CACHE, machine, update_section, write_result  # noqa: E402
+from _common import CACHE, machine, read_result, update_section, write_result  # noqa: E402
 
-from embedforge.adapt import AdaptConfig, QueryPairs, adapt, load_query_pairs, work_dir  # noqa: E402
+from embedforge.adapt import AdaptConfig, LabelledTexts, QueryPairs, adapt, load_query_pairs, work_dir  # noqa: E402
 from embedforge.adapt.inputs import digest, doc_text  # noqa: E402
 from embedforge.corpus import Document, read_documents, read_records  # noqa: E402
 
-PARTS = ("scifact", "pairs", "banking77")
-BUDGET_MINUTES = {"scifact": 30.0, "pairs": 20.0, "banking77": 10.0}  # ~85 min with the real evaluations
+PARTS = ("scifact", "pairs", "banking77", "banking77-labels")
+# ~95 min with the real evaluations
+BUDGET_MINUTES = {"scifact": 30.0, "pairs": 20.0, "banking77": 10.0, "banking77-labels": 6.0}
+PER_INTENT = 10  # labelled texts per intent in banking77-labels (make demo's default)
 OPENAI_3_SMALL_SCIFACT = 0.734  # text-embedding-3-small, SciFact nDCG@10, MTEB results repository
 START = time.perf_counter()
 
@@ -75,13 +81,13 @@ def load_scifact(folder: Path, smoke: bool) -> tuple[list[Document], dict[str, s
     return docs, {q: queries[q] for q in qrels}, qrels, pairs
 
 
-def load_banking(folder: Path, smoke: bool) -> tuple[list[Document], list[str], list[str]]:
-    """(train texts as documents, test texts, test intents); smoke: 400 train / 300 test."""
+def load_banking(folder: Path, smoke: bool) -> tuple[list[tuple[str, str]], list[str], list[str]]:
+    """((train text, intent) rows, test texts, test intents); smoke: 400 train / 300 test."""
     train = [(str(r["text"]), str(r["category"])) for _, r in read_records(folder / "train.csv")]
     test = [(str(r["text"]), str(r["category"])) for _, r in read_records(folder / "test.csv")]
     if smoke:
         train, test = train[::25][:400], test[::10][:300]
-    return [Document(str(i), t) for i, (t, _) in enumerate(train)], [t for t, _ in test], [y for _, y in test]
+    return train, [t for t, _ in test], [y for _, y in test]
 
 
 # ---------------------------------------------------------------- embeddings and metrics
@@ -168,7 +174,7 @@ def agreement(report: dict[str, Any], real: dict[str, float]) -> dict[str, Any]:
 
 
 def run_adapt(part: str, model: str, corpus: list[Document], config: AdaptConfig, cache: Path, args: argparse.Namespace,
-              pairs: QueryPairs | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+              pairs: QueryPairs | LabelledTexts | None = None) -> tuple[dict[str, Any], dict[str, str]]:
     """adapt once (or reuse a finished run): (report, {name: model path})."""
     import json
 
@@ -232,14 +238,19 @@ def part_scifact(part: str, args: argparse.Namespace, cache: Path) -> dict[str, 
     return out
 
 
-def part_banking(args: argparse.Namespace, cache: Path) -> dict[str, Any]:
-    docs, test_texts, test_labels = load_banking(Path(args.data_dir) / "clustering" / "banking77", args.smoke)
-    config = AdaptConfig(budget_seconds=args.budget.get("banking77", BUDGET_MINUTES["banking77"]) * 60, keep_candidates=True,
-                         candidates=("simcse", "crops", "ict"), max_length=64, **args.overrides)
-    report, models = run_adapt("banking77", args.model, docs, config, cache, args)
+def part_banking(part: str, args: argparse.Namespace, cache: Path) -> dict[str, Any]:
+    from embedforge.demo import labelled_texts
+
+    train, test_texts, test_labels = load_banking(Path(args.data_dir) / "clustering" / "banking77", args.smoke)
+    docs = [Document(str(i), t) for i, (t, _) in enumerate(train)]
+    labelled = labelled_texts(train, PER_INTENT) if part == "banking77-labels" else None
+    config = AdaptConfig(budget_seconds=args.budget.get(part, BUDGET_MINUTES[part]) * 60, keep_candidates=True,
+                         candidates=("supervised",) if labelled else ("simcse", "crops", "ict"), max_length=64,
+                         **args.overrides)
+    report, models = run_adapt(part, args.model, docs, config, cache, args, labelled)
     rows, real = {}, {}
     for name, path in models.items():
-        say(f"banking77: real evaluation of {name}")
+        say(f"{part}: real evaluation of {name}")
         metrics = same_intent(embed(path, test_texts, "banking77-test", cache, 64), test_labels)
         real[name] = metrics["MAP@10"]
         rows[name] = row(report, name, metrics)
@@ -271,10 +282,12 @@ def markdown_table(results: dict[str, Any]) -> str:
     if results.get("note"):
         lines += ["", f"Note: {results['note']}"]
     for part, res in results["parts"].items():
-        banking = part == "banking77"
+        banking = part.startswith("banking77")
         metric_cols = ["MAP@10", "P@1", "ndcg@10"] if banking else ["ndcg@10", "recall@100", "hybrid_ndcg@10"]
         labelled = any(r.get("labelled_gain") for r in res["models"].values())
-        lines += ["", f"### {part}: {res['documents']:,} documents" + (" + labelled pairs" if labelled else ""), "",
+        measured = res.get("measured", m)
+        lines += ["", f"### {part}: {res['documents']:,} documents" + (" + labelled data" if labelled else ""), "",
+                  f"Measured at commit {measured['commit']} ({measured['cpu']}); adapt took {res['adapt_seconds'] / 60:.1f} min.", "",
                   "| model | " + " | ".join(metric_cols) + " | label-free Δ | " + ("labelled Δ | " if labelled else "") + "steps | train s |",
                   "|---|" + "---|" * (len(metric_cols) + 3 + labelled)]
         for name, r in res["models"].items():
@@ -315,14 +328,26 @@ def main(argv: list[str] | None = None) -> int:
         cache = CACHE / "adapt-smoke"
     parts = [x.strip() for x in args.parts.split(",") if x.strip()]
     results: dict[str, Any] = {"model": args.model, "smoke": args.smoke, "machine": machine(), "note": args.note, "parts": {}}
-    for part in parts:
-        results["parts"][part] = part_banking(args, cache) if part == "banking77" else part_scifact(part, args, cache)
-        say(f"{part}: done")
-    results["seconds"] = round(time.perf_counter() - START, 1)
+    unknown = [x for x in parts if x not in PARTS]
+    if unknown:
+        p.error(f"unknown part(s) {', '.join(unknown)}; expected some of {', '.join(PARTS)}")
     name = "adapt_scifact-smoke" if args.smoke else "adapt_scifact"
+    earlier = read_result(name) or {}
+    results["note"] = args.note or earlier.get("note", "")
+    if earlier.get("model", args.model) == args.model:  # parts measured before, each with its own commit
+        for part, res in earlier.get("parts", {}).items():
+            res.setdefault("measured", earlier.get("machine", {}))
+            results["parts"][part] = res
+    for part in PARTS:
+        if part in parts:
+            run = part_banking if part.startswith("banking77") else part_scifact
+            results["parts"][part] = {**run(part, args, cache), "measured": machine()}
+            say(f"{part}: done")
+    results["parts"] = {p_: results["parts"][p_] for p_ in PARTS if p_ in results["parts"]}
+    results["seconds"] = round(time.perf_counter() - START, 1)
     path = write_result(name, results)
     table = markdown_table(results)
-    if not args.smoke and parts == list(PARTS):
+    if not args.smoke:
         update_section("adapt_scifact", table)
     print(table)
     say(f"wrote {path}")
