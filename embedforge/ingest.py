@@ -31,6 +31,7 @@ __all__ = ["read_corpus", "iter_corpus", "index_corpus", "index_documents", "joi
 
 logger = logging.getLogger(__name__)
 
+_CHANGED = "the corpus changed while it was being indexed (fewer or more documents than the first pass read); nothing was saved"
 _SKIP = {"_id", "id", "doc_id", "docid", "text", "sentence", "content", "body", "title", "metadata"}
 
 
@@ -93,7 +94,8 @@ def index_documents(path: str | os.PathLike[str], model_name: str, docs: Sequenc
     ``query_prefix``, ``document_prefix``, ``upsert``, ``batch_size`` (32), ``chunk_size`` (4096),
     ``show_progress``, ``processes`` (1).
     """
-    return _index_stream(path, model_name, lambda: iter(docs), source="", **options)
+    rows = docs if isinstance(docs, Sequence) else list(docs)  # read more than once: a generator would run dry
+    return _index_stream(path, model_name, lambda: iter(rows), source="", **options)
 
 
 def _open_existing(root: Path, model_name: str) -> Collection | None:
@@ -183,6 +185,8 @@ def _index_stream(
         for number, start in enumerate(range(0, n, chunk_size)):
             stop = min(start + chunk_size, n)
             chunk = list(itertools.islice(stream, stop - start))
+            if len(chunk) != stop - start:
+                raise InputError(_CHANGED, source or None)
             shard = staging / f"shard-{number:06d}.npy"
             shards.append(shard)
             if stop <= done and shard.is_file():
@@ -198,7 +202,9 @@ def _index_stream(
         part = np.load(shard, mmap_mode="r")
         vectors[at : at + len(part)] = part
         at += len(part)
-    docs = list(itertools.islice(open_stream(), n))
+    docs = list(itertools.islice(open_stream(), n + 1))
+    if len(docs) != n or at != n:
+        raise InputError(_CHANGED, source or None)
     (coll.upsert if upsert else coll.add)(docs, vectors=vectors)
     coll.save()
     shutil.rmtree(staging, ignore_errors=True)

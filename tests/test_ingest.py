@@ -149,3 +149,22 @@ def test_index_corpus_resumes_after_interruption(tmp_path: Path, tiny_model_dir:
     calls = _recording(monkeypatch)
     edited = index_corpus(tmp_path / "u", str(tiny_model_dir), file, chunk_size=16, show_progress=False)
     assert len(edited) == 40 and calls == [16, 16, 8]
+
+
+def test_index_documents_takes_a_generator_and_a_file_that_changes_midway_saves_nothing(tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    docs = read_corpus(write_corpus(tmp_path / "c.jsonl", 20))
+    assert len(index_documents(tmp_path / "g", str(tiny_model_dir), (d for d in docs), chunk_size=8, show_progress=False)) == 20
+    import embedforge.ingest as ingest
+
+    real = ingest.iter_corpus
+    opened: list[int] = []
+
+    def shrinking(path, limit=None):  # the file loses its last 5 documents after the first pass
+        opened.append(1)
+        rows = list(real(path, limit))
+        return iter(rows if len(opened) == 1 else rows[:-5])
+
+    monkeypatch.setattr(ingest, "iter_corpus", shrinking)
+    with pytest.raises(InputError, match="changed while it was being indexed"):
+        index_corpus(tmp_path / "x", str(tiny_model_dir), tmp_path / "c.jsonl", chunk_size=8, show_progress=False)
+    assert len(Collection.open(tmp_path / "x")) == 0
