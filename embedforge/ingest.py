@@ -2,8 +2,9 @@
 
 :func:`index_corpus` reads a corpus file lazily, three passes over it: validate (ids, texts,
 duplicates: a bad line fails the run before any encoding), encode in resumable chunks staged
-under ``DIR/.staging/`` (shards and a checkpoint), and hand the documents with their memory-mapped
-vectors to the collection, which is saved in one step. Encoding holds one chunk of texts at a time;
+under ``DIR/.staging/`` (shards and a checkpoint), and hand the documents with the vectors read
+back from the shards to the collection, which is saved in one step. Each pass checks a digest of
+the ids and texts against the first, so a corpus edited mid-run is refused, not mixed. Encoding holds one chunk of texts at a time;
 only the collection itself (ids, texts, metadata, vectors, index) is held whole, as every
 in-process docstore is. :func:`index_documents` does the same for documents already in memory.
 """
@@ -31,7 +32,8 @@ __all__ = ["read_corpus", "iter_corpus", "index_corpus", "index_documents", "joi
 
 logger = logging.getLogger(__name__)
 
-_CHANGED = "the corpus changed while it was being indexed (fewer or more documents than the first pass read); nothing was saved"
+_CHANGED = "the corpus changed while it was being indexed (its documents differ from what the first pass read); nothing was saved"
+_END = object()
 _SKIP = {"_id", "id", "doc_id", "docid", "text", "sentence", "content", "body", "title", "metadata"}
 
 
@@ -82,7 +84,7 @@ def index_corpus(
     return _index_stream(path, model_name, lambda: iter_corpus(corpus, limit), source=str(corpus), **options)
 
 
-def index_documents(path: str | os.PathLike[str], model_name: str, docs: Sequence[DocLike], **options: Any) -> Collection:
+def index_documents(path: str | os.PathLike[str], model_name: str, docs: Iterable[DocLike], **options: Any) -> Collection:
     """Embed ``docs`` into the collection at ``path`` (created if needed) in resumable chunks.
 
     Every ``chunk_size`` documents the vectors go to ``path/.staging/shard-N.npy`` and the number
@@ -110,21 +112,37 @@ def _open_existing(root: Path, model_name: str) -> Collection | None:
     return coll
 
 
-def _scan(stream: Iterable[DocLike], coll: Collection | None, upsert: bool, head: str, show_progress: bool) -> tuple[int, str]:
-    """Validate every document (and its id against ``coll``) without keeping texts: (count, signature)."""
+class _Digest:
+    """sha256 over the (id, text) of documents in order: the same corpus read twice gives the same digest."""
+
+    def __init__(self, head: str) -> None:
+        self._h = hashlib.sha256(head.encode())
+        self.n = 0
+
+    def add(self, doc: DocLike) -> tuple[str, str]:
+        doc_id, text, _ = _doc_fields(doc)
+        self._h.update(f"{doc_id}\0{len(text)}\0".encode())
+        self._h.update(text.encode("utf-8", "surrogatepass"))
+        self.n += 1
+        return doc_id, text
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
+
+
+def _scan(stream: Iterable[DocLike], coll: Collection | None, upsert: bool, head: str, show_progress: bool) -> _Digest:
+    """Validate every document (and its id against ``coll``) without keeping texts; their digest."""
     from tqdm.auto import tqdm
 
-    h = hashlib.sha256(head.encode())
+    digest = _Digest(head)
     seen: set[str] = set()
-    n = 0
     for doc in tqdm(stream, disable=not show_progress, desc="reading", unit="doc"):
-        doc_id, text, _ = _doc_fields(doc)
-        if not upsert and ((coll is not None and doc_id in coll) or doc_id in seen):
-            raise InputError(f"duplicate id {doc_id!r}: already in the collection or repeated in the input (use --upsert)")
-        seen.add(doc_id)
-        h.update(f"{doc_id}\0{len(text)}\0".encode())
-        n += 1
-    return n, h.hexdigest()
+        doc_id, _ = digest.add(doc)
+        if not upsert:
+            if (coll is not None and doc_id in coll) or doc_id in seen:
+                raise InputError(f"duplicate id {doc_id!r}: already in the collection or repeated in the input (use --upsert)")
+            seen.add(doc_id)
+    return digest
 
 
 def _index_stream(
@@ -154,15 +172,18 @@ def _index_stream(
     root = Path(path)
     existing = _open_existing(root, model_name)
     # pass 1: fail on a bad line or a duplicate id before hours of encoding, not after
-    prefix = existing.manifest["document_prefix"] if existing is not None else document_prefix
-    head = f"{stored_model_name(model_name)}\0{prefix}\0{chunk_size}\0"
-    n, signature = _scan(open_stream(), existing, upsert, head, show_progress and bool(source))
-    if n == 0:
-        raise InputError("no documents to index", source or None)
+    manifest = existing.manifest if existing is not None else {"model": stored_model_name(model_name), "document_prefix": document_prefix}
+    head = f"{manifest['model']}\0{manifest['document_prefix']}\0{chunk_size}\0"
+    scanned = _scan(open_stream(), existing, upsert, head, show_progress and bool(source))
+    n, signature = scanned.n, scanned.hexdigest()
+    if n == 0 and source:
+        raise InputError("no documents to index", source)
     if existing is not None:
         coll = existing
     else:
         coll = Collection.create(root, model_name, index_spec=index_spec, query_prefix=query_prefix, document_prefix=document_prefix)
+    if n == 0:
+        return coll
     staging = root / ".staging"
     done = 0
     checkpoint = staging / "checkpoint.json"
@@ -177,25 +198,33 @@ def _index_stream(
         else:
             logger.info("resuming: %d of %d documents already embedded", done, n)
     staging.mkdir(parents=True, exist_ok=True)
+
+    def changed() -> InputError:
+        shutil.rmtree(staging, ignore_errors=True)  # its shards may mix two versions of the corpus
+        return InputError(_CHANGED, source or None)
+
     # pass 2: encode chunk by chunk; finished chunks of an interrupted run are skipped, not re-encoded
     shards: list[Path] = []
     pool_cm = encode_pool(coll.model(), processes) if done < n else contextlib.nullcontext()
     stream = iter(open_stream())
+    again = _Digest(head)
     with pool_cm as pool, tqdm(total=n, initial=done, disable=not show_progress, desc="embedding", unit="doc") as bar:
         for number, start in enumerate(range(0, n, chunk_size)):
             stop = min(start + chunk_size, n)
-            chunk = list(itertools.islice(stream, stop - start))
-            if len(chunk) != stop - start:
-                raise InputError(_CHANGED, source or None)
+            texts = [again.add(d)[1] for d in itertools.islice(stream, stop - start)]
+            if len(texts) != stop - start:
+                raise changed()
             shard = staging / f"shard-{number:06d}.npy"
             shards.append(shard)
             if stop <= done and shard.is_file():
                 continue
-            vectors = coll._encode_docs([_doc_fields(d)[1] for d in chunk], batch_size, False, pool)
+            vectors = coll._encode_docs(texts, batch_size, False, pool)
             save_npy(shard, vectors)
             write_json(checkpoint, {"signature": signature, "done": stop, "total": n})
             bar.update(stop - start)
-    # pass 3: the collection takes the documents and the vectors, read back from the shards
+    if next(stream, _END) is not _END or again.hexdigest() != signature:
+        raise changed()
+    # pass 3: the collection takes the documents and the vectors, copied from the shards
     vectors = np.empty((n, coll.dim), dtype=np.float32)
     at = 0
     for shard in shards:
@@ -203,8 +232,11 @@ def _index_stream(
         vectors[at : at + len(part)] = part
         at += len(part)
     docs = list(itertools.islice(open_stream(), n + 1))
-    if len(docs) != n or at != n:
-        raise InputError(_CHANGED, source or None)
+    final = _Digest(head)
+    for doc in docs:
+        final.add(doc)
+    if at != n or final.hexdigest() != signature:
+        raise changed()
     (coll.upsert if upsert else coll.add)(docs, vectors=vectors)
     coll.save()
     shutil.rmtree(staging, ignore_errors=True)

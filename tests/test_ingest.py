@@ -93,10 +93,32 @@ def _recording(monkeypatch: pytest.MonkeyPatch, fail_on: int | None = None) -> l
 
 
 def test_index_corpus_streams_in_chunks_and_equals_the_in_memory_path(tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import embedforge.ingest as ingest
+
     file = write_corpus(tmp_path / "c.jsonl", 50)
+    read: list[int] = []  # documents the current reader has handed out
+    real = ingest.iter_corpus
+
+    def counting(path, limit=None):  # type: ignore[no-untyped-def]
+        read.append(0)
+        for doc in real(path, limit):
+            read[-1] += 1
+            yield doc
+
+    monkeypatch.setattr(ingest, "iter_corpus", counting)
     calls = _recording(monkeypatch)
+    seen_at_encode: list[int] = []
+    recorded = Collection._encode_docs
+
+    def spy(self, texts, batch_size, show_progress, pool=None):  # type: ignore[no-untyped-def]
+        seen_at_encode.append(read[-1])
+        return recorded(self, texts, batch_size, show_progress, pool)
+
+    monkeypatch.setattr(Collection, "_encode_docs", spy)
     streamed = index_corpus(tmp_path / "s", str(tiny_model_dir), file, chunk_size=16, show_progress=False)
     assert calls == [16, 16, 16, 2], "never more than one chunk of texts is encoded at once"
+    assert seen_at_encode == [16, 32, 48, 50], "each chunk is encoded as soon as it is read, not after the whole file"
+    assert len(read) == 3, "three passes over the file: validate, encode, add"
     monkeypatch.undo()
     memory = index_documents(tmp_path / "m", str(tiny_model_dir), read_corpus(file), chunk_size=16, show_progress=False)
     assert streamed._ids == memory._ids
@@ -132,7 +154,7 @@ def test_index_corpus_resumes_after_interruption(tmp_path: Path, tiny_model_dir:
     calls = _recording(monkeypatch, fail_on=3)
     with pytest.raises(KeyboardInterrupt):
         index_corpus(tmp_path / "s", str(tiny_model_dir), file, chunk_size=16, show_progress=False)
-    assert not (tmp_path / "s" / "CURRENT").exists() or len(Collection.open(tmp_path / "s")) == 0
+    assert len(Collection.open(tmp_path / "s")) == 0, "the interrupted run saved no documents"
     calls.clear()
     monkeypatch.undo()
     calls = _recording(monkeypatch)
@@ -154,17 +176,25 @@ def test_index_corpus_resumes_after_interruption(tmp_path: Path, tiny_model_dir:
 def test_index_documents_takes_a_generator_and_a_file_that_changes_midway_saves_nothing(tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     docs = read_corpus(write_corpus(tmp_path / "c.jsonl", 20))
     assert len(index_documents(tmp_path / "g", str(tiny_model_dir), (d for d in docs), chunk_size=8, show_progress=False)) == 20
+    assert len(index_documents(tmp_path / "empty", str(tiny_model_dir), [], show_progress=False)) == 0
     import embedforge.ingest as ingest
 
     real = ingest.iter_corpus
-    opened: list[int] = []
 
-    def shrinking(path, limit=None):  # the file loses its last 5 documents after the first pass
-        opened.append(1)
-        rows = list(real(path, limit))
-        return iter(rows if len(opened) == 1 else rows[:-5])
+    def editing(after: int, edit):  # type: ignore[no-untyped-def]
+        opened: list[int] = []
 
-    monkeypatch.setattr(ingest, "iter_corpus", shrinking)
-    with pytest.raises(InputError, match="changed while it was being indexed"):
-        index_corpus(tmp_path / "x", str(tiny_model_dir), tmp_path / "c.jsonl", chunk_size=8, show_progress=False)
-    assert len(Collection.open(tmp_path / "x")) == 0
+        def reader(path, limit=None):  # type: ignore[no-untyped-def]
+            opened.append(1)
+            rows = list(real(path, limit))
+            return iter(edit(rows) if len(opened) > after else rows)
+
+        return reader
+
+    shrink = lambda rows: rows[:-5]  # noqa: E731
+    retext = lambda rows: rows[:3] + [{**rows[3], "text": "an edited text"}] + rows[4:]  # noqa: E731 - same count, new text
+    for after, edit in ((1, shrink), (1, retext), (2, retext)):  # edited before pass 2, or before pass 3
+        monkeypatch.setattr(ingest, "iter_corpus", editing(after, edit))
+        with pytest.raises(InputError, match="changed while it was being indexed"):
+            index_corpus(tmp_path / "x", str(tiny_model_dir), tmp_path / "c.jsonl", chunk_size=8, show_progress=False)
+        assert len(Collection.open(tmp_path / "x")) == 0 and not (tmp_path / "x" / ".staging").exists()

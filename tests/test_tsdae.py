@@ -81,3 +81,33 @@ def test_cli_train_tsdae(tmp_path: Path, mlm_dir: Path, tiny_model_dir: Path, ca
     assert "no decoder (LM) head" in capsys.readouterr().err and not (tmp_path / "a").exists()
     assert main([*common, "--model", str(tiny_model_dir), "--decoder", str(mlm_dir), "--output", str(tmp_path / "b")]) == 0
     assert "trained tsdae" in capsys.readouterr().out
+
+
+def test_unusable_decoders_are_refused_with_a_reason(tmp_path: Path, mlm_dir: Path, tiny_model_dir: Path) -> None:
+    wide = build_tiny_bert(tmp_path / "wide-mlm", hidden=48, mlm=True)
+    path, why = decoder_source(tiny_model_dir, wide)
+    assert path is None and "hidden size 48 differs" in why
+    path, why = decoder_source("sentence-transformers/all-MiniLM-L6-v2", None)
+    assert path is None and "not a local checkpoint" in why
+    assert decoder_source(tiny_model_dir, tmp_path / "nowhere")[0] is None
+
+
+def test_an_interrupted_tsdae_run_starts_again(tmp_path: Path, mlm_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from transformers import TrainerCallback
+
+    from embedforge.train.trainer import partial_dir, train_simcse
+
+    class Stop(TrainerCallback):  # type: ignore[misc]
+        def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+            if state.global_step == 3:
+                raise KeyboardInterrupt
+
+    file = tmp_path / "texts.txt"
+    file.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    config = SimCSEConfig(mode="tsdae", batch_size=4, max_steps=4, save_steps=2, learning_rate=1e-3, max_length=32)
+    with pytest.raises(KeyboardInterrupt):
+        train_simcse(str(mlm_dir), file, tmp_path / "m", config, show_progress=False, callbacks=[Stop()])
+    assert (partial_dir(tmp_path / "m") / "checkpoint-2").is_dir()
+    result = train_simcse(str(mlm_dir), file, tmp_path / "m", config, show_progress=False)
+    assert "cannot resume" in capsys.readouterr().out
+    assert result.steps == 4 and result.resumed_from is None and (tmp_path / "m").is_dir()

@@ -112,7 +112,11 @@ def _tsdae_loss(model: Any, config: SimCSEConfig) -> Any:
     if source is None:
         raise InputError(f"TSDAE: {why}")
     logger.info("TSDAE: %s", why)
-    return DenoisingAutoEncoderLoss(model, decoder_name_or_path=source, tie_encoder_decoder=config.decoder is None)
+    tied = config.decoder is None
+    try:
+        return DenoisingAutoEncoderLoss(model, decoder_name_or_path=None if tied else source, tie_encoder_decoder=tied)
+    except (ValueError, OSError, AssertionError) as err:  # what transformers / sentence-transformers raise
+        raise InputError(f"TSDAE cannot build its decoder from {source}: {err}") from None
 
 
 def train_simcse(
@@ -163,6 +167,12 @@ def train_simcse(
 
     work = partial_dir(output)
     last = get_last_checkpoint(str(work)) if work.is_dir() else None
+    if last and loss_name == "tsdae":
+        # the Trainer checkpoints the encoder only: the decoder (cross-attention, LM head) would restart
+        # from its initial weights under a restored optimiser state, so start over instead
+        print(f"embedforge: TSDAE cannot resume {last} (its decoder is not checkpointed); starting again")
+        shutil.rmtree(work, ignore_errors=True)
+        last = None
     evaluator = _evaluator(dev, config.batch_size) if dev is not None else None
     on_cpu = not torch.cuda.is_available()
     args = SentenceTransformerTrainingArguments(

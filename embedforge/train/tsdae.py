@@ -73,18 +73,51 @@ def lm_head_keys(folder: str | os.PathLike[str]) -> list[str]:
     return sorted(n for n in names if n.startswith(LM_HEAD_PREFIXES))
 
 
+def _unusable(encoder_folder: Path, source: Path, tied: bool) -> str | None:
+    """Why transformers cannot decode with ``source`` for this encoder, or None when it can."""
+    from transformers import AutoConfig, AutoTokenizer
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as err:
+        return f"cannot read the decoder's config in {source} ({type(err).__name__})"
+    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return f"transformers has no decoder (causal-LM) class for model type {config.model_type!r}"
+    if tied:
+        return None
+    try:
+        encoder = AutoConfig.from_pretrained(encoder_folder)
+        same_vocab = AutoTokenizer.from_pretrained(source).get_vocab() == AutoTokenizer.from_pretrained(encoder_folder).get_vocab()
+    except (OSError, ValueError) as err:
+        return f"cannot compare the decoder's tokenizer with the base's ({type(err).__name__}: {err})"
+    if getattr(encoder, "hidden_size", None) != getattr(config, "hidden_size", None):
+        return f"the decoder's hidden size {config.hidden_size} differs from the base's {encoder.hidden_size}"
+    if not same_vocab:
+        return "the decoder's vocabulary differs from the base's (it must decode the base's token ids)"
+    return None
+
+
 def decoder_source(encoder_folder: str | os.PathLike[str], decoder: str | os.PathLike[str] | None) -> tuple[str | None, str]:
     """Where TSDAE's decoder comes from: ``(path or None, why)``.
 
-    ``decoder`` given: that checkpoint, untied from the encoder (it must hold an LM head).
-    Otherwise the encoder's own checkpoint, tied to it, when that holds an LM head; else None.
+    ``decoder`` given: that checkpoint, untied from the encoder (it must hold an LM head, have a
+    causal-LM class in transformers, the base's hidden size and vocabulary). Otherwise the
+    encoder's own checkpoint, tied to it, when that holds an LM head; else None.
     """
+    encoder = Path(encoder_folder)
+    if not encoder.is_dir():
+        return None, f"the base {encoder_folder} is not a local checkpoint, so its LM head cannot be checked; pass a local directory"
     if decoder is not None:
+        if not Path(decoder).is_dir():
+            return None, f"the decoder {decoder} is not a local directory"
         if not lm_head_keys(decoder):
             return None, f"the decoder {decoder} holds no LM-head weights (expected e.g. a *ForMaskedLM checkpoint)"
-        return str(decoder), f"decoder from {decoder} (untied), its LM head from that checkpoint"
-    if lm_head_keys(encoder_folder):
-        return str(encoder_folder), "decoder tied to the encoder, LM head from the base checkpoint"
+        why = _unusable(encoder, Path(decoder), tied=False)
+        return (None, why) if why else (str(decoder), f"decoder from {decoder} (untied), its LM head from that checkpoint")
+    if lm_head_keys(encoder):
+        why = _unusable(encoder, encoder, tied=True)
+        return (None, why) if why else (str(encoder), "decoder tied to the encoder, LM head from the base checkpoint")
     return None, (
         "the base has no decoder (LM) head, and one starting random loses (-15 nDCG@10 on SciFact with MiniLM); "
         "give a masked-LM checkpoint of the same architecture (--tsdae-decoder) to try it"
