@@ -287,7 +287,7 @@ def markdown_table(results: dict[str, Any]) -> str:
         labelled = any(r.get("labelled_gain") for r in res["models"].values())
         measured = res.get("measured", m)
         lines += ["", f"### {part}: {res['documents']:,} documents" + (" + labelled data" if labelled else ""), "",
-                  f"Measured at commit {measured['commit']} ({measured['cpu']}); "
+                  f"Measured at commit {measured.get('commit', '?')} ({measured.get('cpu', '?')}); "
                   + (f"adapt took {res['adapt_seconds'] / 60:.1f} min." if res["adapt_seconds"] >= 30
                      else "the adapt run was finished in an earlier invocation."), "",
                   "| model | " + " | ".join(metric_cols) + " | label-free Δ | " + ("labelled Δ | " if labelled else "") + "steps | train s |",

@@ -20,12 +20,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.set_defaults(func=cmd_evaluate)
 
-    p = subparsers.add_parser("train", help="train SimCSE (unsupervised or supervised)")
+    p = subparsers.add_parser("train", help="train SimCSE (unsupervised or supervised) or TSDAE")
     p.add_argument("--model", required=True, help="base model: 'minilm', a directory or a hub id")
     p.add_argument("--mode", choices=["unsup", "sup", "tsdae"], default="unsup",
                    help="unsup: SimCSE on texts; sup: pairs/triplets; tsdae: denoising auto-encoder on texts (needs an LM head)")
     p.add_argument("--decoder", metavar="DIR", help="tsdae: masked-LM checkpoint to decode with (default: the model's own LM head)")
-    p.add_argument("--train-file", required=True, help="unsup: one text per line; sup: csv/tsv/jsonl pairs or triplets")
+    p.add_argument("--train-file", required=True, help="unsup / tsdae: one text per line; sup: csv/tsv/jsonl pairs or triplets")
     p.add_argument("--output", required=True, help="directory for the trained model (written only when done)")
     p.add_argument("--max-steps", type=int, default=-1, help="stop after N optimiser steps (overrides --epochs)")
     p.add_argument("--epochs", type=float, default=1.0)
@@ -97,6 +97,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from embedforge.config import SimCSEConfig
     from embedforge.train.trainer import train_simcse
 
+    if args.decoder and args.mode != "tsdae":
+        raise InputError("--decoder applies only to --mode tsdae")
     try:
         config = SimCSEConfig(
             mode=args.mode, pooler=args.pooler, temperature=args.temperature,
