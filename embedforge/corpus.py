@@ -164,8 +164,6 @@ def iter_records(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, 
                 for row in batch.to_pylist():
                     count += 1
                     yield count, row
-        except InputError:
-            raise
         except Exception as err:
             raise InputError(f"not a readable parquet file ({err})", path) from None
     else:
