@@ -99,6 +99,7 @@ def test_interrupted_run_resumes_then_writes_model_manifest_and_report(tiny_mode
     assert report["candidates"]["simcse"]["judged_on"] == ["title", "keywords", "span"]
     md = (tmp_path / "report" / "report.md").read_text()
     assert "Decision:" in md and "(own format)" in md and "Forgetting check:" in md
+    assert "How far to trust a label-free decision" in md  # the estimate's measured blind spots go with every report
     if data_dir is not None:
         assert report["heldout"]["sts"].startswith("STS-B dev, 500 of 1500 pairs")
         assert all(report["models"][m]["sts_b_dev"] is not None for m in ("base", "simcse", "title"))
