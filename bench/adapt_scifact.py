@@ -146,28 +146,30 @@ def retrieval(qvec: np.ndarray, dvec: np.ndarray, sparse: tuple[np.ndarray, np.n
     return out
 
 
-def dense_per_query(qvec: np.ndarray, dvec: np.ndarray, ids: list[str], qids: list[str],
-                    qrels: dict[str, dict[str, int]]) -> np.ndarray:
-    """nDCG@10 of every test query (in ``qids`` order) for exact dense search: the paired-bootstrap input."""
+def ranked_per_query(scores: np.ndarray, rows: np.ndarray, ids: list[str], qids: list[str],
+                     qrels: dict[str, dict[str, int]]) -> np.ndarray:
+    """nDCG@10 of every test query (in ``qids`` order) from ranked corpus rows: the paired-bootstrap input."""
     from embedforge.evaluate.metrics import ndcg_per_query
-    from embedforge.index import exact_search
 
-    scores, rows = exact_search(qvec, dvec, np.arange(len(ids), dtype=np.int64), 10)
     run = {q: {ids[r]: float(s) for r, s in zip(rr, ss, strict=True) if r >= 0} for q, rr, ss in zip(qids, rows, scores, strict=True)}
     got = ndcg_per_query(run, qrels, 10)
     return np.array([got[q] for q in qids])
 
 
-def heldout_scores(report_dir: Path, names: list[str]) -> dict[str, dict[str, np.ndarray]]:
-    """Per-query label-free scores adapt saved for each model (``OUTPUT.adapt-work/scores/NAME.json``)."""
-    import json
+def dense_per_query(qvec: np.ndarray, dvec: np.ndarray, ids: list[str], qids: list[str],
+                    qrels: dict[str, dict[str, int]]) -> np.ndarray:
+    """:func:`ranked_per_query` of exact dense search."""
+    from embedforge.index import exact_search
 
-    out = {}
-    for n in names:
-        file = report_dir / "scores" / f"{n}.json"
-        if file.is_file():
-            out[n] = {k: np.asarray(v) for k, v in json.loads(file.read_text())["label_free"].items()}
-    return out
+    return ranked_per_query(*exact_search(qvec, dvec, np.arange(len(ids), dtype=np.int64), 10), ids, qids, qrels)
+
+
+def heldout_scores(work: Path, names: list[str]) -> dict[str, dict[str, np.ndarray]]:
+    """Per-query label-free scores adapt saved in its work folder for each of ``names`` that has them."""
+    from embedforge.adapt.state import read_scores
+
+    found = {n: read_scores(work, n) for n in names}
+    return {n: dict(s.label_free) for n, s in found.items() if s is not None}
 
 
 def same_intent(emb: np.ndarray, labels: list[str]) -> dict[str, float]:
@@ -362,6 +364,11 @@ def _panel_models(args: argparse.Namespace, cache: Path, docs: list[Document], p
     return out
 
 
+def _resolved(interval: list[float]) -> bool:
+    """(Δ, lo, hi) whose interval excludes 0."""
+    return interval[1] > 0 or interval[2] < 0
+
+
 def pair_agreement(est: dict[str, dict[str, np.ndarray]], real: dict[str, np.ndarray], names: list[str],
                    n_resamples: int, judged: dict[str, list[str]] | None = None) -> dict[str, Any]:
     """Every pair of models: the estimate's and the real paired-bootstrap difference, and how often they agree.
@@ -386,44 +393,32 @@ def pair_agreement(est: dict[str, dict[str, np.ndarray]], real: dict[str, np.nda
             r = boot([real[a]], [real[b]], n_resamples=n_resamples)
             pairs.append({"a": a, "b": b, "tasks": shared, "estimate": [round(x, 3) for x in e], "real": [round(x, 3) for x in r]})
 
-    def resolved(iv: list[float]) -> bool:
-        return iv[1] > 0 or iv[2] < 0
-
-    real_res = [p for p in pairs if resolved(p["real"])]
-    claims = [p for p in pairs if resolved(p["estimate"])]
+    real_res = [p for p in pairs if _resolved(p["real"])]
+    claims = [p for p in pairs if _resolved(p["estimate"])]
     same = lambda p: np.sign(p["estimate"][0]) == np.sign(p["real"][0])  # noqa: E731
     return {
         "pairs": pairs,
         "resolved_real": len(real_res), "resolved_real_agree": sum(map(same, real_res)),
         "claims": len(claims), "claims_confirmed": sum(map(same, claims)),
-        "claims_contradicted": sum(1 for p in claims if resolved(p["real"]) and not same(p)),
+        "claims_contradicted": sum(1 for p in claims if _resolved(p["real"]) and not same(p)),
     }
 
 
 def part_panel(part: str, args: argparse.Namespace, cache: Path) -> dict[str, Any]:
     """Does the label-free estimate track SciFact's real qrels where real differences are resolvable?"""
     from embedforge.adapt.heldout import bm25_scores, evaluate_model, label_free_set, split_corpus
-    from embedforge.evaluate.metrics import ndcg_per_query
     from embedforge.models import load_model
     from embedforge.search import BM25Index
 
     docs, queries, qrels, pairs = load_scifact(Path(args.data_dir) / "retrieval" / "scifact", args.smoke)
     config = AdaptConfig(max_length=args.max_length, **args.overrides)
     split = split_corpus(docs, config, protected={i for i in pairs.doc_ids if i})  # as adapt splits with --pairs
-    eval_set = label_free_set(docs, split.heldout, idf_texts=[doc_text(d) for d in docs], seed=config.seed)
+    ids, texts = [d.id for d in docs], [doc_text(d) for d in docs]
+    eval_set = label_free_set(docs, split.heldout, idf_texts=texts, seed=config.seed)
     tasks = [t.name for t in eval_set.tasks]
     models = _panel_models(args, cache, docs, pairs, split.train)
-    ids, texts = [d.id for d in docs], [doc_text(d) for d in docs]
     qids = sorted(queries)
     qtexts = [queries[q] for q in qids]
-
-    def per_query(rows: np.ndarray, scores: np.ndarray) -> np.ndarray:
-        run = {q: {ids[r]: float(s) for r, s in zip(rr, ss, strict=True) if r >= 0} for q, rr, ss in zip(qids, rows, scores, strict=True)}
-        got = ndcg_per_query(run, qrels, 10)
-        return np.array([got[q] for q in qids])
-
-    from embedforge.index import exact_search
-
     est: dict[str, dict[str, np.ndarray]] = {}
     real: dict[str, np.ndarray] = {}
     seconds: dict[str, float | None] = {}
@@ -437,11 +432,10 @@ def part_panel(part: str, args: argparse.Namespace, cache: Path) -> dict[str, An
             np.savez(est_file, **est[name])
         dvec = embed(path, texts, "scifact-docs", cache, length)
         qvec = embed(path, qtexts, "scifact-queries", cache, length)
-        scores, rows = exact_search(qvec, dvec, np.arange(len(ids), dtype=np.int64), 10)
-        real[name] = per_query(rows, scores)
+        real[name] = dense_per_query(qvec, dvec, ids, qids, qrels)
         seconds[name] = train_s
     sparse = BM25Index.build(texts).search(qtexts, 10)
-    est["bm25"], real["bm25"] = bm25_scores(eval_set), per_query(sparse[1], sparse[0])
+    est["bm25"], real["bm25"] = bm25_scores(eval_set), ranked_per_query(*sparse, ids, qids, qrels)
     dense = list(models)
     summary = {n: {"ndcg@10": round(float(real[n].mean()), 4),
                    "label_free": {t: round(100 * float(est[n][t].mean()), 2) for t in tasks},
@@ -458,6 +452,7 @@ def part_panel(part: str, args: argparse.Namespace, cache: Path) -> dict[str, An
 
 
 def panel_markdown(res: dict[str, Any]) -> list[str]:
+    """The BENCHMARKS.md lines of the panel part: the table, τ per construction, the pair agreement."""
     tasks = res["tasks"]
     measured = res.get("measured", {})
     lines = ["", f"### {PANEL}: does the label-free estimate track the real metric? ({res['documents']:,} documents)", "",
@@ -487,7 +482,7 @@ def pairs_markdown(p: dict[str, Any], what: str) -> list[str]:
              f"{p['resolved_real_agree']} of them the same way. The label-free estimate separates {p['claims']} pairs; "
              f"the real metric agrees in direction on {p['claims_confirmed']} and contradicts beyond noise "
              f"{p['claims_contradicted']}."]
-    wrong = [q for q in p["pairs"] if (q["estimate"][1] > 0 or q["estimate"][2] < 0) and np.sign(q["estimate"][0]) == -np.sign(q["real"][0])]
+    wrong = [q for q in p["pairs"] if _resolved(q["estimate"]) and np.sign(q["estimate"][0]) == -np.sign(q["real"][0])]
     for q in wrong:  # stratified_paired_bootstrap(a, b) is b − a
         lines.append(f"Disagreement: {q['b']} − {q['a']}: label-free {q['estimate'][0]:+.2f} [{q['estimate'][1]:+.2f}, "
                      f"{q['estimate'][2]:+.2f}], real {q['real'][0]:+.2f} [{q['real'][1]:+.2f}, {q['real'][2]:+.2f}].")

@@ -18,7 +18,7 @@ from embedforge.adapt.choose import ModelScores
 from embedforge.errors import InputError
 from embedforge.io import write_json
 
-__all__ = ["State", "work_dir", "discard_work", "STATE_FORMAT"]
+__all__ = ["State", "work_dir", "discard_work", "read_scores", "STATE_FORMAT"]
 
 STATE_FORMAT = "embedforge-adapt-state/1"
 
@@ -34,6 +34,16 @@ def discard_work(output: str | os.PathLike[str]) -> bool:
     existed = work.exists()
     shutil.rmtree(work, ignore_errors=True)
     return existed
+
+
+def read_scores(folder: Path, name: str) -> ModelScores | None:
+    """The held-out scores saved for model ``name`` in a work folder (``scores/NAME.json``), or None."""
+    file = folder / "scores" / f"{name}.json"
+    if not file.is_file():
+        return None
+    d = json.loads(file.read_text())
+    return ModelScores(name, {k: np.asarray(v) for k, v in d["label_free"].items()},
+                       None if d["labelled"] is None else np.asarray(d["labelled"]), d["sts"])
 
 
 class State:
@@ -55,12 +65,7 @@ class State:
         write_json(self.folder / "state.json", self.data)
 
     def scores(self, name: str) -> ModelScores | None:
-        file = self.folder / "scores" / f"{name}.json"
-        if not file.is_file():
-            return None
-        d = json.loads(file.read_text())
-        return ModelScores(name, {k: np.asarray(v) for k, v in d["label_free"].items()},
-                           None if d["labelled"] is None else np.asarray(d["labelled"]), d["sts"])
+        return read_scores(self.folder, name)
 
     def save_scores(self, s: ModelScores) -> None:
         write_json(self.folder / "scores" / f"{s.name}.json", {
