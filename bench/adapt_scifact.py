@@ -133,7 +133,7 @@ def retrieval(qvec: np.ndarray, dvec: np.ndarray, sparse: tuple[np.ndarray, np.n
               qids: list[str], qrels: dict[str, dict[str, int]]) -> dict[str, float]:
     from embedforge.evaluate.metrics import ndcg_at_k, recall_at_k
     from embedforge.index import exact_search
-    from embedforge.search import fuse
+    from embedforge.query import fuse
 
     def run(scores: np.ndarray, rows: np.ndarray) -> dict[str, dict[str, float]]:
         return {q: {ids[r]: float(s) for r, s in zip(rr, ss, strict=True) if r >= 0} for q, rr, ss in zip(qids, rows, scores, strict=True)}
@@ -235,7 +235,7 @@ def row(report: dict[str, Any], name: str, real: dict[str, float]) -> dict[str, 
 
 
 def part_scifact(part: str, args: argparse.Namespace, cache: Path) -> dict[str, Any]:
-    from embedforge.search import BM25Index
+    from embedforge.query import BM25Index
 
     docs, queries, qrels, pairs = load_scifact(Path(args.data_dir) / "retrieval" / "scifact", args.smoke)
     labelled = part == "pairs"
@@ -408,7 +408,7 @@ def part_panel(part: str, args: argparse.Namespace, cache: Path) -> dict[str, An
     """Does the label-free estimate track SciFact's real qrels where real differences are resolvable?"""
     from embedforge.adapt.heldout import bm25_scores, evaluate_model, label_free_set, split_corpus
     from embedforge.models import load_model
-    from embedforge.search import BM25Index
+    from embedforge.query import BM25Index
 
     docs, queries, qrels, pairs = load_scifact(Path(args.data_dir) / "retrieval" / "scifact", args.smoke)
     config = AdaptConfig(max_length=args.max_length, **args.overrides)

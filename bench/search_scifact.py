@@ -30,37 +30,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import CACHE, machine, update_section, write_result  # noqa: E402
 
-from embedforge.corpus import read_documents, read_records  # noqa: E402
+from embedforge.corpus import join_title, read_documents, read_records  # noqa: E402
+from embedforge.evaluate.metrics import ndcg_at_k, recall_at_k  # noqa: E402
 from embedforge.index import exact_search  # noqa: E402
-from embedforge.ingest import join_title  # noqa: E402
-from embedforge.search import BM25Index, fuse, rerank_scores  # noqa: E402
+from embedforge.query import BM25Index, fuse  # noqa: E402
+from embedforge.rerank.model import rerank_scores  # noqa: E402
 
 DATASETS = ("scifact", "msmarco-5k", "dbpedia-5k")
 DEPTH = 100  # candidates per pipeline (Recall@100)
-
-try:
-    from embedforge.evaluate.metrics import ndcg_at_k, recall_at_k
-except ImportError:  # pragma: no cover - the metrics module lands separately
-    import math
-
-    def _ranked(docs: dict[str, float]) -> list[str]:
-        return [d for d, _ in sorted(docs.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)]
-
-    def ndcg_at_k(run: Any, qrels: Any, k: int = 10) -> float:  # trec_eval ndcg_cut, linear gain
-        out = []
-        for qid, judged in qrels.items():
-            ideal = sorted((g for g in judged.values() if g > 0), reverse=True)[:k]
-            idcg = sum(g / math.log2(r + 2) for r, g in enumerate(ideal))
-            dcg = sum(max(judged.get(d, 0), 0) / math.log2(r + 2) for r, d in enumerate(_ranked(run.get(qid, {}))[:k]))
-            out.append(dcg / idcg if idcg else 0.0)
-        return float(np.mean(out))
-
-    def recall_at_k(run: Any, qrels: Any, k: int = 100) -> float:
-        out = []
-        for qid, judged in qrels.items():
-            rel = {d for d, g in judged.items() if g >= 1}
-            out.append(len(rel & set(_ranked(run.get(qid, {}))[:k])) / len(rel) if rel else 0.0)
-        return float(np.mean(out))
 
 
 def load_beir(folder: Path, split: str, limit: int | None) -> tuple[list[str], list[str], dict[str, str], dict[str, dict[str, int]]]:
@@ -159,11 +136,11 @@ def bench_dataset(name: str, args: argparse.Namespace, models: dict[str, Any], c
 def get_reranker(args: argparse.Namespace) -> Any:
     if not args.reranker:
         return None
-    from embedforge.search import load_cross_encoder
+    from embedforge.rerank.model import load_cross_encoder
 
     path = Path(args.reranker)
     if args.reranker == "auto":
-        from embedforge.rerank import RerankerConfig, mine_beir_pairs, train_reranker
+        from embedforge.rerank.train import RerankerConfig, mine_beir_pairs, train_reranker
 
         steps = f"-{args.reranker_steps}steps" if args.reranker_steps > 0 else ""
         path = CACHE / f"reranker-{''.join(c if c.isalnum() else '_' for c in args.model)}-scifact-train{steps}"

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from embedforge.errors import InputError
+from embedforge.vectors import as_embeddings, l2_normalize
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -61,16 +62,6 @@ class Clustering:
     method: str
     keywords: dict[int, list[str]]
     examples: dict[int, list[int]]
-
-
-def _normalized(emb: np.ndarray) -> np.ndarray:
-    arr = np.asarray(emb)
-    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
-        raise InputError(f"embeddings must be a numeric 2-D (n, dim) array, got shape {arr.shape}, dtype {arr.dtype}")
-    arr = arr.astype(np.float32)
-    if not np.isfinite(arr).all():
-        raise InputError("embeddings hold NaN or infinite values")
-    return arr / np.maximum(np.linalg.norm(arr, axis=1, keepdims=True), 1e-12)
 
 
 def _distinct_rows(x: np.ndarray) -> int:
@@ -124,7 +115,7 @@ def choose_k(emb: np.ndarray, *, k_min: int = 2, k_max: int | None = None, seed:
     from sklearn.cluster import KMeans
     from sklearn.metrics import silhouette_score
 
-    x = _normalized(emb)
+    x = as_embeddings(emb, normalize=True)  # (n, dim) float32, unit rows
     rng = np.random.default_rng(seed)
     if len(x) > AUTO_K_SAMPLE:
         x = x[np.sort(rng.choice(len(x), AUTO_K_SAMPLE, replace=False))]
@@ -168,7 +159,7 @@ def assign_clusters(
     """
     if method not in METHODS:
         raise InputError(f"unknown clustering method {method!r}; expected one of {', '.join(METHODS)}")
-    x = _normalized(emb)
+    x = as_embeddings(emb, normalize=True)  # (n, dim) float32, unit rows
     n = len(x)
     if n < 2:
         raise InputError(f"clustering needs at least 2 texts, got {n}")
@@ -251,13 +242,13 @@ def topic_keywords(texts: Sequence[str], labels: np.ndarray, top_n: int = 8) -> 
 def central_examples(emb: np.ndarray, labels: np.ndarray, n: int = 3) -> dict[int, list[int]]:
     """For each cluster ≥ 0, the indices of its ``n`` members with the highest cosine to the
     cluster's centroid (mean of the unit vectors), closest first."""
-    x = _normalized(emb)
+    x = as_embeddings(emb, normalize=True)  # (n, dim) float32, unit rows
     labels = np.asarray(labels)
     out: dict[int, list[int]] = {}
     for c in sorted(set(labels.tolist()) - {-1}):
         members = np.flatnonzero(labels == c)
         centroid = x[members].mean(axis=0)
-        sims = x[members] @ (centroid / max(float(np.linalg.norm(centroid)), 1e-12))  # (members,)
+        sims = x[members] @ l2_normalize(centroid[None, :])[0]  # (members,)
         order = np.lexsort((members, -sims))
         out[c] = members[order[:n]].astype(int).tolist()
     return out

@@ -7,20 +7,25 @@ file, the line and what was expected. Formats are chosen by extension: ``.txt``;
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import itertools
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from embedforge.errors import InputError
+from embedforge.io import MAX_TEXT_CHARS, check_text
 
 __all__ = [
     "Document",
+    "DocLike",
+    "doc_fields",
+    "join_title",
     "PairData",
     "read_texts",
     "read_records",
@@ -53,6 +58,41 @@ class Document:
     id: str
     text: str
     title: str = ""
+
+
+DocLike: TypeAlias = Document | Mapping[str, Any]  # what a collection accepts as a document
+
+
+def join_title(title: str, text: str) -> str:
+    """``"Title. text"`` (BEIR's title + text), without doubling the title's own final punctuation."""
+    if not title:
+        return text
+    if not text:
+        return title
+    return f"{title} {text}" if title.rstrip()[-1:] in ".!?:;" else f"{title}. {text}"
+
+
+def doc_fields(doc: DocLike) -> tuple[str, str, dict[str, Any]]:
+    """(id, text, metadata) of a Document or a mapping with id/_id, text and optional title/metadata.
+
+    A title is joined in front of the text (:func:`join_title`) and kept as ``metadata["title"]``.
+    """
+    if isinstance(doc, Document):
+        meta = {"title": doc.title} if doc.title else {}
+        return doc.id, join_title(doc.title, doc.text), meta
+    if not isinstance(doc, Mapping):
+        raise InputError(f"a document must be a Document or a mapping, got {type(doc).__name__}")
+    doc_id = doc.get("id", doc.get("_id"))
+    raw_text = doc.get("text")
+    if doc_id is None or not isinstance(raw_text, str):
+        raise InputError(f"a document needs an 'id' and a 'text' string, got keys {sorted(doc)}")
+    text = raw_text
+    meta = dict(doc.get("metadata") or {})
+    title = doc.get("title")
+    if title:
+        meta.setdefault("title", title)
+        text = join_title(str(title), text)
+    return str(doc_id), text, meta
 
 
 @dataclass(frozen=True)
@@ -98,6 +138,39 @@ def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
             yield number, line.rstrip("\r\n")
 
 
+def _check_strings(value: Any, path: Path, line: int) -> None:
+    """Every string in a parsed row (keys and nested values) through :func:`~embedforge.io.check_text`."""
+    if isinstance(value, str):
+        check_text(value, path, line)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_strings(key, path, line)
+            _check_strings(item, path, line)
+    elif isinstance(value, list):
+        for item in value:
+            _check_strings(item, path, line)
+
+
+@contextlib.contextmanager
+def _csv_errors(path: Path, fmt: str, line_num: Callable[[], int]) -> Iterator[None]:
+    """Turn a csv reader's errors into an :class:`InputError` at ``path:line``.
+
+    The field-size limit is raised to :data:`~embedforge.io.MAX_TEXT_CHARS` (the longest text any
+    reader accepts; Python's default is 128 Ki characters); a longer field is reported here.
+    """
+    if csv.field_size_limit() < MAX_TEXT_CHARS:
+        csv.field_size_limit(MAX_TEXT_CHARS)
+    try:
+        yield
+    except csv.Error as err:
+        if "field limit" in str(err):
+            raise InputError(
+                f"a field longer than {MAX_TEXT_CHARS:,} characters, the longest text accepted (an unclosed quote?)",
+                path, line_num(),
+            ) from None
+        raise InputError(f"not a valid {fmt} file ({err})", path, line_num()) from None
+
+
 def _decoded_text(path: Path) -> str:
     return "\n".join(line for _, line in _decoded_lines(path))
 
@@ -136,22 +209,24 @@ def iter_records(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, 
                 raise InputError(f"invalid JSON ({err.msg}); expected one JSON object per line", path, number) from None
             if not isinstance(row, dict):
                 raise InputError(f"expected a JSON object, found {type(row).__name__}", path, number)
+            _check_strings(row, path, number)
             count += 1
             yield number, row
     elif fmt in ("csv", "tsv"):
         # csv needs the newlines back to read quoted fields that span lines
         reader = csv.DictReader((line + "\n" for _, line in _decoded_lines(path)), delimiter="," if fmt == "csv" else "\t")
-        if not reader.fieldnames:
-            raise InputError("empty file; expected a header line with column names", path)
-        for row in reader:
-            if None in row:
-                raise InputError(
-                    f"{len(reader.fieldnames) + len(row[None])} fields, the header has {len(reader.fieldnames)}",  # type: ignore[index]
-                    path,
-                    reader.line_num,
-                )
-            count += 1
-            yield reader.line_num, dict(row)
+        with _csv_errors(path, fmt, lambda: reader.reader.line_num):  # DictReader's own line_num lags on errors
+            if not reader.fieldnames:
+                raise InputError("empty file; expected a header line with column names", path)
+            for row in reader:
+                if None in row:
+                    raise InputError(
+                        f"{len(reader.fieldnames) + len(row[None])} fields, the header has {len(reader.fieldnames)}",  # type: ignore[index]
+                        path,
+                        reader.line_num,
+                    )
+                count += 1
+                yield reader.line_num, dict(row)
     elif fmt == "parquet":
         _check_file(path)
         try:
@@ -163,7 +238,10 @@ def iter_records(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, 
             for batch in batches:
                 for row in batch.to_pylist():
                     count += 1
+                    _check_strings(row, path, count)
                     yield count, row
+        except InputError:
+            raise
         except Exception as err:
             raise InputError(f"not a readable parquet file ({err})", path) from None
     else:
@@ -206,7 +284,7 @@ def _iter_lines(path: Path) -> Iterator[tuple[int, str]]:
         if blank:
             raise InputError("empty line; expected one text per line", path, blank)
         count += 1
-        yield number, line
+        yield number, check_text(line, path, number)
     if not count:
         raise InputError("empty file; expected one text per line", path)
 
@@ -319,12 +397,16 @@ def read_pairs(
             raise InputError("has_header=False applies only to .csv and .tsv files", path)
         text = _decoded_text(path)
         rows = []
-        for i, fields in enumerate(csv.reader(io.StringIO(text), delimiter="," if fmt == "csv" else "\t"), 1):
-            if not fields:
-                continue
-            if len(fields) != len(columns):
-                raise InputError(f"{len(fields)} fields, expected {len(columns)} ({', '.join(columns)})", path, i)
-            rows.append((i, dict(zip(columns, fields, strict=True))))
+        reader = csv.reader(io.StringIO(text), delimiter="," if fmt == "csv" else "\t")
+        with _csv_errors(path, fmt, lambda: reader.line_num):
+            for fields in reader:
+                if not fields:
+                    continue
+                if len(fields) != len(columns):
+                    raise InputError(
+                        f"{len(fields)} fields, expected {len(columns)} ({', '.join(columns)})", path, reader.line_num
+                    )
+                rows.append((reader.line_num, dict(zip(columns, fields, strict=True))))
         if not rows:
             raise InputError("empty file; expected at least one row", path)
     else:

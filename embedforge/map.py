@@ -28,6 +28,7 @@ import numpy as np
 
 from embedforge.errors import InputError
 from embedforge.io import atomic_write
+from embedforge.vectors import as_embeddings
 
 __all__ = ["Projection", "resolve_projection", "project_2d", "cluster_colors", "render_html", "write_html", "write_png"]
 
@@ -60,22 +61,30 @@ def resolve_projection(method: Projection = "auto") -> str:
     return "umap"
 
 
+def _pca_2d(x: np.ndarray) -> np.ndarray:
+    """The first two principal components (n, 2) float64 of ``x`` (n, dim); zero columns where there are fewer."""
+    from sklearn.decomposition import PCA
+
+    n, dim = x.shape
+    components = min(2, n - 1, dim)  # a single point has no direction of variance
+    if components < 1:
+        return np.zeros((n, 2))
+    coords = PCA(n_components=components, svd_solver="full").fit_transform(x.astype(np.float64))  # (n, components)
+    return np.pad(coords, ((0, 0), (0, 2 - components)))
+
+
 def project_2d(emb: np.ndarray, *, method: Projection = "auto", seed: int = 0) -> np.ndarray:
     """2D coordinates (n, 2) float32 for embeddings (n, dim), scaled into [0, 1] on each axis.
 
     UMAP: ``UMAP(n_components=2, n_neighbors=min(15, n-1), min_dist=0.1, metric="cosine",
-    random_state=seed)`` (seeded, hence single-threaded and reproducible). PCA: the first two
-    principal components of the L2-normalised rows. Fewer than :data:`UMAP_MIN_POINTS` points use PCA.
+    random_state=seed)`` (seeded, hence single-threaded and reproducible). PCA: scikit-learn's
+    ``PCA(n_components=2, svd_solver="full")`` of the L2-normalised rows, each axis's sign fixed so
+    that its largest coordinate is positive. Fewer than :data:`UMAP_MIN_POINTS` points use PCA.
     """
-    x = np.asarray(emb, dtype=np.float32)
-    if x.ndim != 2:
-        raise InputError(f"embeddings must be a 2-D (n, dim) array, got shape {x.shape}")
-    if not np.isfinite(x).all():
-        raise InputError("embeddings hold NaN or infinite values")
+    x = as_embeddings(emb, normalize=True)  # (n, dim) float32, unit rows
     n = len(x)
     if n == 0:
         return np.zeros((0, 2), dtype=np.float32)
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     chosen = resolve_projection(method)
     if chosen == "umap" and n >= UMAP_MIN_POINTS:
         import umap
@@ -87,11 +96,7 @@ def project_2d(emb: np.ndarray, *, method: Projection = "auto", seed: int = 0) -
             warnings.filterwarnings("ignore", message=".*n_jobs.*", category=UserWarning)
             coords = np.asarray(reducer.fit_transform(x), dtype=np.float64)
     else:
-        centered = x - x.mean(axis=0)  # (n, dim)
-        _, _, vt = np.linalg.svd(centered.astype(np.float64), full_matrices=False)  # principal axes
-        coords = centered @ vt[:2].T if vt.shape[0] >= 2 else np.zeros((n, 2))
-        if coords.shape[1] < 2:
-            coords = np.pad(coords, ((0, 0), (0, 2 - coords.shape[1])))
+        coords = _pca_2d(x)
         signs = np.sign(coords[np.argmax(np.abs(coords), axis=0), [0, 1]])  # a fixed sign per axis
         coords = coords * np.where(signs == 0, 1, signs)
     lo, span = coords.min(axis=0), np.ptp(coords, axis=0)

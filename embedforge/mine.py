@@ -4,15 +4,17 @@ Everything here works on embedding arrays; the model-taking functions at the bot
 and call them. Scores are cosine similarities (rows are L2-normalised here, so any embeddings
 work). Pairs come back as three parallel arrays ``(i, j, score)`` sorted by score, highest first.
 
-Two search paths, one contract (:func:`knn`, shaped like faiss's ``knn``):
+Two search paths, one contract (:func:`knn`, shaped like faiss's ``knn``), both from
+:mod:`embedforge.index` (this module builds no index of its own):
 
-* ``"exact"`` — chunked matrix products with ``torch.mm`` + ``torch.topk``: the reference, used
-  up to :data:`EXACT_LIMIT` vectors. Unlike sentence-transformers' ``paraphrase_mining_embeddings``
+* ``"exact"`` — :func:`embedforge.index.exact_search` over chunks of query rows: the reference,
+  used up to :data:`EXACT_LIMIT` vectors. Unlike sentence-transformers' ``paraphrase_mining_embeddings``
   (a Python heap over every candidate pair) the de-duplication of pairs is vectorised in numpy,
   and the threshold mode computes only the upper triangle of the similarity matrix.
-* ``"faiss"`` — an inverted-file index (``IndexIVFFlat``, inner product; ``nlist = 4·√n`` lists
-  trained on a seeded sample, ``nprobe = 16`` of them searched): approximate, tested against the
-  exact path for recall. Needs ``faiss-cpu`` (``pip install 'embedforge[search]'``).
+* ``"faiss"`` — an inverted-file :class:`embedforge.index.faiss.FaissIndex` (``IVF{nlist},Flat``,
+  inner product; ``nlist = 4·√n`` lists trained on a seeded sample, ``nprobe = 16`` of them
+  searched): approximate, tested against the exact path for recall. Needs ``faiss-cpu``
+  (``pip install 'embedforge[search]'``).
 """
 
 from __future__ import annotations
@@ -25,9 +27,13 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from embedforge.errors import InputError
+from embedforge.index import exact_search
+from embedforge.vectors import as_embeddings
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
+
+    from embedforge.index.faiss import FaissIndex
 
 __all__ = [
     "EXACT_LIMIT",
@@ -39,7 +45,6 @@ __all__ = [
     "dedupe",
     "paraphrase_mining",
     "bitext_mining",
-    "dedupe_texts",
 ]
 
 logger = logging.getLogger(__name__)
@@ -56,29 +61,18 @@ IVF_TRAIN_ITERATIONS = 10  # k-means iterations (faiss' default 25 costs 2.5x fo
 IVF_NPROBE = 16  # lists visited per query: recall 0.999 of exact top-10 pairs on 30k clustered vectors
 
 
-def _prepare(name: str, emb: np.ndarray) -> np.ndarray:
-    arr = np.asarray(emb)
-    if arr.ndim != 2:
-        raise InputError(f"{name} must be a 2-D (n, dim) array, got shape {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.number):
-        raise InputError(f"{name} must be numeric, got dtype {arr.dtype}")
-    arr = np.ascontiguousarray(arr, dtype=np.float32)
-    if not np.isfinite(arr).all():
-        raise InputError(f"{name} holds NaN or infinite values")
-    norms = np.linalg.norm(arr, axis=1, keepdims=True)  # (n, 1)
-    return arr / np.maximum(norms, 1e-12)
-
-
 def _use_faiss(method: Method, n: int) -> bool:
     if method not in ("auto", "exact", "faiss"):
         raise InputError(f"unknown method {method!r}; expected auto, exact or faiss")
     if method == "exact" or (method == "auto" and n <= EXACT_LIMIT):
         return False
+    from embedforge.index.faiss import import_faiss
+
     try:
-        import faiss  # noqa: F401
-    except ImportError as err:
+        import_faiss()
+    except InputError:
         if method == "faiss":
-            raise InputError("method 'faiss' needs faiss-cpu: pip install 'embedforge[search]'") from err
+            raise
         logger.info("faiss is not installed; searching %d vectors exactly", n)
         return False
     return True
@@ -98,47 +92,39 @@ def _progress(total: int, show: bool | None, desc: str):  # type: ignore[no-unty
     return tqdm(total=total, desc=desc, unit="row", disable=not (total > 20_000 if show is None else show))
 
 
-def _exact_knn(xq: np.ndarray, xb: np.ndarray, k: int, exclude_self: bool, rows: int, show: bool | None):
-    import torch
-
-    q, b = torch.from_numpy(xq), torch.from_numpy(xb)
+def _exact_chunked(xq: np.ndarray, xb: np.ndarray, k: int, exclude_self: bool, rows: int, show: bool | None):
+    """:func:`embedforge.index.exact_search` over ``rows`` queries at a time (bounded memory, a progress bar)."""
+    keys = np.arange(len(xb), dtype=np.int64)  # (n_base,) the ids are row numbers
     scores = np.empty((len(xq), k), dtype=np.float32)
     ids = np.empty((len(xq), k), dtype=np.int64)
-    with torch.inference_mode(), _progress(len(xq), show, "nearest neighbours") as bar:
+    with _progress(len(xq), show, "nearest neighbours") as bar:
         for start in range(0, len(xq), rows):
-            block = q[start : start + rows] @ b.T  # (rows, n_base)
-            if exclude_self:
-                local = torch.arange(block.shape[0])
-                block[local, local + start] = -math.inf
-            top_s, top_i = torch.topk(block, k, dim=1)  # (rows, k)
-            scores[start : start + len(top_s)] = top_s.numpy()
-            ids[start : start + len(top_s)] = top_i.numpy()
-            bar.update(block.shape[0])
+            stop = min(start + rows, len(xq))
+            own = keys[start:stop] if exclude_self else None  # each query's own row is never its neighbour
+            scores[start:stop], ids[start:stop] = exact_search(xq[start:stop], xb, keys, k, exclude=own)
+            bar.update(stop - start)
     return scores, ids
 
 
-def _ivf_index(xb: np.ndarray):  # type: ignore[no-untyped-def]
-    import faiss
+def _faiss_ivf(xb: np.ndarray) -> FaissIndex:
+    """An ``IVF{nlist},Flat`` :class:`~embedforge.index.faiss.FaissIndex` over ``xb`` (ids = row numbers),
+    trained on a seeded sample of :data:`IVF_TRAIN_PER_LIST` points per list."""
+    from embedforge.index.faiss import FaissIndex
 
     n, d = xb.shape
     nlist = max(1, min(int(IVF_LISTS_PER_SQRT_N * math.sqrt(n)), n // IVF_TRAIN_PER_LIST))
-    quantizer = faiss.IndexFlatIP(d)
-    index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+    index = FaissIndex(d, f"IVF{nlist},Flat;nprobe={min(nlist, IVF_NPROBE)}")
     rng = np.random.default_rng(0)
     sample = xb[np.sort(rng.choice(n, size=min(n, IVF_TRAIN_PER_LIST * nlist), replace=False))]
-    index.cp.seed = 0
-    index.cp.niter = IVF_TRAIN_ITERATIONS
-    index.train(sample)
-    index.add(xb)
-    index.nprobe = min(nlist, IVF_NPROBE)
+    index.train(sample, iterations=IVF_TRAIN_ITERATIONS, seed=0)
+    index.add(xb, np.arange(n, dtype=np.int64))
     return index
 
 
 def _faiss_knn(xq: np.ndarray, xb: np.ndarray, k: int, exclude_self: bool):
-    index = _ivf_index(xb)
+    index = _faiss_ivf(xb)
     extra = 1 if exclude_self else 0
-    scores, ids = index.search(xq, k + extra)  # (nq, k+extra), -1 padded
-    scores = np.where(ids < 0, -np.inf, scores).astype(np.float32)
+    scores, ids = index.search(xq, k + extra)  # (nq, k+extra), -inf / -1 padded
     if exclude_self:
         scores[ids == np.arange(len(xq))[:, None]] = -np.inf
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
@@ -163,7 +149,7 @@ def knn(
     neighbours exist the row is padded with score ``-inf`` and id ``-1``. ``exclude_self`` says
     ``queries`` *is* ``base`` and drops each row's own index (not merely identical vectors).
     """
-    xq, xb = _prepare("queries", queries), _prepare("base", base)
+    xq, xb = as_embeddings(queries, "queries", normalize=True), as_embeddings(base, "base", normalize=True)
     if k < 1:
         raise InputError(f"k must be >= 1, got {k}")
     if xq.shape[1] != xb.shape[1]:
@@ -179,7 +165,7 @@ def knn(
     if _use_faiss(method, len(xb)):
         s, i = _faiss_knn(xq, xb, kk, exclude_self)
     else:
-        s, i = _exact_knn(xq, xb, kk, exclude_self, _chunk_rows(len(xb), chunk_size), show_progress)
+        s, i = _exact_chunked(xq, xb, kk, exclude_self, _chunk_rows(len(xb), chunk_size), show_progress)
     scores[:, :kk], ids[:, :kk] = s, i
     return scores, ids
 
@@ -216,8 +202,7 @@ def _threshold_pairs_exact(x: np.ndarray, threshold: float, rows: int, show: boo
 
 
 def _threshold_pairs_faiss(x: np.ndarray, threshold: float) -> Pairs:
-    index = _ivf_index(x)
-    lims, scores, ids = index.range_search(x, float(threshold) - 1e-6)
+    lims, scores, ids = _faiss_ivf(x).range_search(x, float(threshold) - 1e-6)
     rows = np.repeat(np.arange(len(x), dtype=np.int64), np.diff(lims).astype(np.int64))
     keep = scores >= threshold
     return _unique_pairs(rows[keep], ids[keep].astype(np.int64), scores[keep], len(x))
@@ -247,7 +232,7 @@ def paraphrase_mining_embeddings(
     that many. ``method``: ``"exact"``, ``"faiss"`` (approximate) or ``"auto"`` (faiss above
     :data:`EXACT_LIMIT` rows when installed). ``chunk_size``: query rows per score block.
     """
-    x = _prepare("embeddings", emb)
+    x = as_embeddings(emb, normalize=True)
     if top_k is None and threshold is None:
         raise InputError("give top_k, threshold or both")
     if top_k is not None and top_k < 1:
@@ -309,7 +294,8 @@ def mine_bitext(
         raise InputError(f"unknown margin {margin!r}; expected ratio, distance or absolute")
     if k < 1:
         raise InputError(f"k must be >= 1, got {k}")
-    x, y = _prepare("source embeddings", src_emb), _prepare("target embeddings", tgt_emb)
+    x = as_embeddings(src_emb, "source embeddings", normalize=True)
+    y = as_embeddings(tgt_emb, "target embeddings", normalize=True)
     if x.shape[1] != y.shape[1]:
         raise InputError(f"source embeddings have dimension {x.shape[1]}, target {y.shape[1]}")
     if len(x) == 0 or len(y) == 0:
@@ -421,9 +407,3 @@ def bitext_mining(
         threshold=threshold,
     )
 
-
-def dedupe_texts(
-    model: SentenceTransformer, texts: Sequence[str], threshold: float = 0.95, *, batch_size: int = 32
-) -> tuple[np.ndarray, list[list[int]]]:
-    """Encode ``texts`` and call :func:`dedupe` (same return value)."""
-    return dedupe(texts, _encode(model, texts, batch_size), threshold)

@@ -29,8 +29,7 @@ def test_one_stratum_agrees_with_the_plain_paired_bootstrap():
     a, b = rng.uniform(size=300), rng.uniform(size=300)
     ours = stratified_paired_bootstrap([a], [b], n_resamples=2000, seed=3)
     ref = paired_bootstrap(a, b, n_resamples=2000, seed=3)
-    assert ours[0] == pytest.approx(100 * ref[0])
-    assert ours[1] == pytest.approx(100 * ref[1], abs=0.5) and ours[2] == pytest.approx(100 * ref[2], abs=0.5)
+    assert ours == tuple(100 * v for v in ref)  # one implementation: the same draws, the same numbers
 
 
 def test_strata_are_weighted_equally():

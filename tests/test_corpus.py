@@ -122,3 +122,49 @@ def test_pairs_bad_score_and_empty_cell(tmp_path):
 def test_pairs_wrong_columns_say_what_is_expected(tmp_path):
     with pytest.raises(InputError, match=r"missing pair columns: expected one of \[sent0,sent1,hard_neg;"):
         read_pairs(write(tmp_path / "w.csv", "left,right\na,b\n"))
+
+
+# --- text hygiene: surrogates, huge fields ------------------------------------------------------
+
+
+def test_a_lone_surrogate_is_rejected_with_file_and_line(tmp_path):
+    from embedforge.corpus import read_records
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"text": "fine"}\n{"text": "bad \\ud800 text"}\n', encoding="utf-8")
+    for read in (read_texts, read_documents, read_records):
+        with pytest.raises(InputError, match=r"rows\.jsonl:2: text holds a lone UTF-16 surrogate"):
+            read(rows)
+    nested = tmp_path / "nested.jsonl"
+    nested.write_text('{"text": "ok", "metadata": {"tags": ["\\udfff"]}}\n', encoding="utf-8")
+    with pytest.raises(InputError, match=r"nested\.jsonl:1: .*surrogate"):
+        read_documents(nested)
+    pair = tmp_path / "pairs.jsonl"
+    pair.write_text('{"text": "a \\ud83d\\ude00 smile"}\n', encoding="utf-8")  # a valid pair is one character
+    assert read_texts(pair) == ["a \U0001f600 smile"]
+    # txt / csv: a surrogate's bytes are not UTF-8, so the decoder names the line
+    for name, head in (("t.txt", b"ok\n"), ("t.csv", b"text\nok\n")):
+        path = tmp_path / name
+        path.write_bytes(head + "x\ud800".encode("utf-8", "surrogatepass") + b"\n")
+        with pytest.raises(InputError, match=rf"{name}:\d: not valid UTF-8"):
+            read_texts(path)
+
+
+def test_csv_fields_up_to_max_text_chars_are_read_and_longer_ones_name_the_line(tmp_path):
+    from embedforge.io import MAX_TEXT_CHARS
+
+    big = "y" * (200 * 1024)  # over Python's default csv limit of 128 KiB
+    path = tmp_path / "big.csv"
+    path.write_text(f"id,text\n1,short\n2,{big}\n", encoding="utf-8")
+    assert read_texts(path) == ["short", big]
+    path.write_text(f"id,text\n1,short\n2,\"{'z' * (MAX_TEXT_CHARS + 1)}\"\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"big\.csv:3: a field longer than 1,000,000 characters"):
+        read_texts(path)
+    headerless = tmp_path / "sts.csv"
+    headerless.write_text(f"a,{'b' * (MAX_TEXT_CHARS + 5)},1.0\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"sts\.csv:1: a field longer than"):
+        read_pairs(headerless, columns=["sentence1", "sentence2", "score"], has_header=False)
+    long_line = tmp_path / "long.txt"
+    long_line.write_text("ok\n" + "w" * (MAX_TEXT_CHARS + 1) + "\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"long\.txt:2: text of 1,000,001 characters"):
+        read_texts(long_line)

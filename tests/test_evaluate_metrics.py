@@ -247,3 +247,70 @@ def test_same_label_retrieval_matches_a_loop():
     assert got["P@1"] == pytest.approx(np.mean(p1))
     assert got["MAP@5"] == pytest.approx(np.mean(ap))
     assert got["ndcg@5"] == pytest.approx(np.mean(nd))
+
+
+def test_bootstraps_give_the_numbers_they_gave_before_they_shared_one_implementation() -> None:
+    """Regression: outputs captured from the two separate bootstraps (metrics and adapt.choose)
+    before they were merged into one; same seeds must keep giving exactly these numbers."""
+    from embedforge.adapt.choose import stratified_paired_bootstrap
+
+    rng = np.random.default_rng(7)
+    v, w = rng.random(37), rng.random(37)
+    s1 = [rng.random(23), rng.random(41), rng.random(5)]
+    s2 = [x + rng.normal(0, 0.1, x.shape) for x in s1]
+    assert bootstrap_ci(v, n_resamples=500, seed=3) == (0.4823572954411704, 0.40005815111121906, 0.574314211067021)
+    # n = 3000 draws its resamples in chunks (bounded memory): the chunking must not change the stream
+    assert bootstrap_ci(rng.random(3000), n_resamples=1500, seed=11) == (
+        0.5029373736428918, 0.4926155454794437, 0.5129056806513244)
+    assert paired_bootstrap(v, w, n_resamples=700, seed=5, confidence=0.9) == (
+        0.016862332528142936, -0.10409044318226131, 0.14955401253675424)
+    assert stratified_paired_bootstrap(s1, s2, n_resamples=900, seed=2) == (
+        -2.2815712063354883, -5.226994530386323, 0.42510146877610905)
+    assert stratified_paired_bootstrap([v], [w], n_resamples=2000, seed=3) == (
+        1.6862332528142936, -12.141479624078782, 15.782110842788077)
+
+
+def _reference_ndcg(ranked: list[float], grades: list[float], k: int) -> float:
+    """nDCG@k written out by hand: linear gain, log2(rank + 1) discount, negative grades count 0."""
+    dcg = sum(max(g, 0) / math.log2(r + 2) for r, g in enumerate(ranked[:k]))
+    ideal = sorted((g for g in grades if g > 0), reverse=True)[:k]
+    idcg = sum(g / math.log2(r + 2) for r, g in enumerate(ideal))
+    return dcg / idcg if idcg > 0 else 0.0
+
+
+@pytest.mark.parametrize("k", [1, 3, 10, 25])
+def test_array_ndcg_and_recall_match_a_reference_on_random_data(k: int) -> None:
+    from embedforge.evaluate.metrics import binary_ideal, ndcg_scores, ranked_relevance, recall_scores
+
+    rng = np.random.default_rng(k)
+    n, m = 200, 30
+    grades = rng.choice([-1, 0, 0, 1, 2, 3], size=(n, m)).astype(float)  # grade of doc j for query i
+    grades[:5] = 0  # queries without a relevant document
+    order = np.argsort(rng.random((n, m)), axis=1)[:, :20]  # (n, 20) a ranking of 20 of the docs
+    ranked = np.take_along_axis(grades, order, axis=1)
+    got = ndcg_scores(ranked, grades, k)
+    ref = [_reference_ndcg(ranked[i].tolist(), grades[i].tolist(), k) for i in range(n)]
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12)
+    assert (got[:5] == 0).all()
+    # binary relevance from ranked ids (-1 = nothing), as adapt's held-out sets produce them
+    relevant = [tuple(np.flatnonzero(grades[i] >= 1).tolist()) for i in range(n)]
+    rows = order.copy()
+    rows[:, -3:] = -1
+    hits, n_rel = ranked_relevance(rows, relevant, k)
+    binary = [[1.0 if r in relevant[i] else 0.0 for r in rows[i]] for i in range(n)]
+    ref_bin = [_reference_ndcg(binary[i], [1.0] * len(relevant[i]), k) for i in range(n)]
+    np.testing.assert_allclose(ndcg_scores(hits, binary_ideal(n_rel, k), k), ref_bin, rtol=0, atol=1e-12)
+    ref_recall = [sum(binary[i][:k]) / len(relevant[i]) if relevant[i] else 0.0 for i in range(n)]
+    np.testing.assert_allclose(recall_scores(hits, n_rel, k), ref_recall, rtol=0, atol=1e-15)
+
+
+def test_dict_ndcg_is_bit_identical_to_the_trec_style_loop() -> None:
+    """ndcg_per_query keeps the exact numbers of the loop it replaced (sequential sums, g / log2)."""
+    rng = np.random.default_rng(4)
+    run = {f"q{q}": {f"d{i}": float(rng.integers(0, 4)) for i in range(int(rng.integers(1, 40)))} for q in range(100)}
+    qrels = {q: {f"d{i}": int(rng.choice([-1, 0, 1, 2])) for i in rng.choice(60, size=8, replace=False)} for q in run}
+    for k in (1, 10, 100):
+        got = ndcg_per_query(run, qrels, k)
+        for q, judged in qrels.items():
+            ranking = [d for d, _ in sorted(run[q].items(), key=lambda kv: (kv[1], kv[0]), reverse=True)][:k]
+            assert got[q] == _reference_ndcg([judged.get(d, 0) for d in ranking], list(judged.values()), k)

@@ -36,6 +36,21 @@ def test_pca_projection_matches_sklearn_up_to_sign_and_scale() -> None:
     assert np.array_equal(coords, project_2d(x, method="pca"))  # deterministic
 
 
+@pytest.mark.parametrize(("n", "d"), [(60, 16), (7, 3), (300, 32)])
+def test_pca_projection_equals_the_svd_of_the_centred_unit_rows_up_to_sign(n: int, d: int) -> None:
+    """The projection through scikit-learn gives the coordinates of the plain SVD (the PCA it replaced)."""
+    x = embeddings(n, d, seed=n)
+    unit = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float64)
+    centred = unit - unit.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    ref = centred @ vt[:2].T  # (n, 2)
+    ref = (ref - ref.min(axis=0)) / np.ptp(ref, axis=0)
+    got = project_2d(x, method="pca").astype(np.float64)
+    for axis in range(2):
+        same, flipped = got[:, axis], 1.0 - got[:, axis]  # a sign flip mirrors the [0, 1] scale
+        assert min(np.abs(same - ref[:, axis]).max(), np.abs(flipped - ref[:, axis]).max()) < 1e-5
+
+
 @pytest.mark.parametrize("n", [0, 1, 2, 5])
 def test_projection_of_tiny_inputs(n: int) -> None:
     coords = project_2d(embeddings(n), method="auto")  # below UMAP_MIN_POINTS: PCA

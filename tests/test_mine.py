@@ -114,8 +114,8 @@ def test_faiss_recall_against_exact_on_clustered_data() -> None:
 def test_auto_switches_to_faiss_above_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("faiss")
     calls: list[int] = []
-    real = mine._ivf_index
-    monkeypatch.setattr(mine, "_ivf_index", lambda xb: calls.append(len(xb)) or real(xb))
+    real = mine._faiss_ivf
+    monkeypatch.setattr(mine, "_faiss_ivf", lambda xb: calls.append(len(xb)) or real(xb))
     x = clustered(300, 8, 4, seed=6)
     paraphrase_mining_embeddings(x, top_k=3)
     assert calls == []

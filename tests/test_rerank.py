@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from embedforge.errors import InputError
-from embedforge.rerank import LabelledPairs, RerankerConfig, ranking_agreement, split_by_query, train_reranker
+from embedforge.rerank.train import (
+    LabelledPairs,
+    RerankerConfig,
+    ranking_agreement,
+    split_by_query,
+    train_reranker,
+)
 
 
 def make_pairs(queries: int, per_query: int = 3) -> LabelledPairs:

@@ -1,6 +1,6 @@
 r"""The candidates ``adapt`` tries, each a SimCSE-loss run from the same base on different pairs.
 
-All train with :func:`embedforge.train.trainer.train_simcse`: InfoNCE with in-batch negatives,
+All train with :func:`embedforge.train.train`: InfoNCE with in-batch negatives,
 ℓᵢ = −log e^{s(qᵢ,pᵢ)/τ} / Σⱼ (e^{s(qᵢ,pⱼ)/τ} + e^{s(qᵢ,nⱼ)/τ}) (the n-term only with hard negatives).
 What differs is where the pairs come from, all from the *training* documents only:
 
@@ -205,7 +205,7 @@ def supervised_triplets(
 ) -> tuple[list[tuple[str, str, str]], dict[str, int]]:
     """(query, positive, hard negative) rows mined from ``pool_texts`` with ``model``; and counts per source."""
     from embedforge.encode import encode
-    from embedforge.search import BM25Index
+    from embedforge.query import BM25Index
 
     pool_texts = list(pool_texts)
     row_of = {t: i for i, t in enumerate(pool_texts)}

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from embedforge.adapt.config import AdaptConfig
+from embedforge.evaluate.metrics import stratified_bootstrap_ci
 
 __all__ = ["ModelScores", "Verdict", "Decision", "stratified_paired_bootstrap", "judged_tasks", "decide"]
 
@@ -95,24 +96,17 @@ def stratified_paired_bootstrap(
     base: Sequence[np.ndarray], other: Sequence[np.ndarray], *, n_resamples: int = 2000, seed: int = 0,
     confidence: float = 0.95,
 ) -> Interval:
-    """(Δ, lo, hi) of Δ = 100 · mean over strata of mean(other − base), resampling within each stratum."""
+    """(Δ, lo, hi) of Δ = 100 · mean over strata of mean(other − base), resampling within each stratum
+    (:func:`embedforge.evaluate.metrics.stratified_bootstrap_ci` of the per-query differences)."""
     if len(base) != len(other) or not base:
         raise ValueError("need the same, non-zero number of strata for both models")
-    rng = np.random.default_rng(seed)
-    point = 0.0
-    boot = np.zeros(n_resamples, dtype=np.float64)
+    diffs = []
     for x, y in zip(base, other, strict=True):
         x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
         if x.shape != y.shape or x.ndim != 1 or x.shape[0] == 0:
             raise ValueError(f"paired per-query scores must be non-empty 1-D arrays of one length, got {x.shape} and {y.shape}")
-        diff = y - x  # (n,)
-        point += float(diff.mean())
-        idx = rng.integers(0, diff.shape[0], size=(n_resamples, diff.shape[0]))  # (B, n)
-        boot += diff[idx].mean(axis=1)
-    k = len(base)
-    tail = (1.0 - confidence) / 2.0 * 100.0
-    lo, hi = np.percentile(boot / k, [tail, 100.0 - tail])
-    return 100.0 * point / k, 100.0 * float(lo), 100.0 * float(hi)
+        diffs.append(y - x)  # (n,)
+    return stratified_bootstrap_ci(diffs, n_resamples, seed, confidence=confidence, scale=100.0)
 
 
 def judged_tasks(available: Sequence[str], formats: Sequence[str]) -> tuple[str, ...]:

@@ -60,6 +60,7 @@ from embedforge.adapt.config import AdaptConfig
 from embedforge.adapt.inputs import LabelledTexts, QueryPairs, doc_text
 from embedforge.corpus import Document
 from embedforge.errors import InputError
+from embedforge.evaluate.metrics import binary_ideal, ndcg_scores, ranked_relevance
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -136,7 +137,7 @@ def split_corpus(docs: Sequence[Document], config: AdaptConfig, *, protected: se
     ``protected`` ids (documents labelled pairs point to) are never held out, so the supervised
     candidate keeps all its pairs.
     """
-    from embedforge.search import BM25Index
+    from embedforge.query import BM25Index
 
     size = heldout_size(len(docs), config)
     eligible = [i for i, d in enumerate(docs) if d.id not in protected]
@@ -300,7 +301,7 @@ def label_free_set(docs: Sequence[Document], heldout: Sequence[int], *, idf_text
 
 def labelled_set(heldout: QueryPairs, corpus_texts: Sequence[str], config: AdaptConfig) -> EvalSet:
     """Held-out labelled queries against their positives + BM25 top-``labelled_bm25_depth`` + random fill."""
-    from embedforge.search import BM25Index
+    from embedforge.query import BM25Index
 
     queries = sorted(set(heldout.queries))
     pool: dict[str, int] = {}
@@ -331,18 +332,11 @@ def labelled_set(heldout: QueryPairs, corpus_texts: Sequence[str], config: Adapt
 def ndcg_from_rows(rows: np.ndarray, relevant: Sequence[tuple[int, ...]], k: int = K) -> np.ndarray:
     """nDCG@k per query with binary relevance from ranked pool rows ``(n, >=k)`` (-1 = nothing).
 
-    DCG@k = Σ_{r=1..k} rel(d_r) / log₂(r + 1), IDCG@k the same for the ideal ranking of the
-    |R| relevant documents; the same numbers as :func:`embedforge.evaluate.metrics.ndcg_per_query`
-    with grade-1 qrels. Returns float64 ``(n,)``.
+    :func:`embedforge.evaluate.metrics.ndcg_scores` on pool rows: ``relevant[i]`` are the rows
+    answering query i (gain 1). Returns float64 ``(n,)``.
     """
-    discounts = 1.0 / np.log2(np.arange(2, k + 2))  # (k,)
-    out = np.zeros(len(relevant), dtype=np.float64)
-    for i, rel in enumerate(relevant):
-        if not rel:
-            continue
-        hits = np.isin(rows[i, :k], np.asarray(rel, dtype=np.int64))  # (k,)
-        out[i] = float((hits * discounts[: hits.shape[0]]).sum() / discounts[: min(len(rel), k)].sum())
-    return out
+    hits, n_relevant = ranked_relevance(rows, relevant, k)  # (n, k), (n,)
+    return ndcg_scores(hits, binary_ideal(n_relevant, k), k)
 
 
 def drop_excluded(rows: np.ndarray, exclude: Sequence[int] | None, k: int) -> np.ndarray:
@@ -371,7 +365,7 @@ def dense_scores(
 
 def bm25_scores(eval_set: EvalSet, k: int = K) -> dict[str, np.ndarray]:
     """The same tasks answered by BM25 over the pool (a lexical reference row for the report)."""
-    from embedforge.search import BM25Index
+    from embedforge.query import BM25Index
 
     index = BM25Index.build(eval_set.docs)
     return {

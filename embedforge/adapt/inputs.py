@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from embedforge.corpus import Document, PairData, read_documents, read_pairs, read_records
+from embedforge.corpus import Document, PairData, join_title, read_documents, read_pairs, read_records
 from embedforge.errors import InputError
 
 __all__ = [
@@ -116,8 +116,6 @@ def normalize(text: str) -> str:
 
 def doc_text(doc: Document) -> str:
     """``"Title. body"`` as retrieval sees a document (BEIR's convention), whitespace-normalised."""
-    from embedforge.collection import join_title
-
     return normalize(join_title(doc.title.strip(), doc.text.strip()))
 
 

@@ -1,4 +1,4 @@
-"""Search building blocks: fusion arithmetic, metadata filters, BM25, hybrid and re-ranking."""
+"""Query building blocks (embedforge.query): fusion arithmetic, metadata filters, BM25, hybrid and re-ranking."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from embedforge.errors import InputError
-from embedforge.search import BM25Index, fuse, match_metadata, rerank_scores, rrf_fuse, score_fuse
+from embedforge.query import BM25Index, fuse, match_metadata, rrf_fuse, score_fuse
+from embedforge.rerank.model import rerank_scores
 
 DOCS = [
     "The cat runs after the mouse in the garden.",

@@ -120,9 +120,8 @@ def mine_beir_pairs(folder: str | os.PathLike[str], split: str = "train", config
     """
     import csv
 
-    from embedforge.collection import join_title
-    from embedforge.corpus import read_documents, read_records
-    from embedforge.search import BM25Index
+    from embedforge.corpus import join_title, read_documents, read_records
+    from embedforge.query import BM25Index
 
     folder = Path(folder)
     qrels_file = folder / "qrels" / f"{split}.tsv"
@@ -231,7 +230,7 @@ def _bi_encoder_scores(model_name: str, pairs: LabelledPairs) -> Any:
 
 def check_reranker(model_name: str, cross_encoder: Any, held: LabelledPairs, batch_size: int = 32) -> dict[str, Any]:
     """Score the held-out pairs with the trained cross-encoder and with the starting model's cosine."""
-    from embedforge.search import pair_scores
+    from embedforge.rerank.model import pair_scores
 
     ce = pair_scores(cross_encoder, list(zip(held.first, held.second, strict=True)), batch_size=batch_size)
     metric, value = ranking_agreement(held, ce)
@@ -278,7 +277,7 @@ def train_reranker(
     pairs, held = split_by_query(pairs, config.holdout, config.seed)
     if len(set(pairs.labels)) < 2:
         raise InputError("after holding out queries, the training pairs all have one label; add pairs or pass holdout 0")
-    from embedforge.search import cap_max_length
+    from embedforge.rerank.model import cap_max_length
 
     resolved = resolve_model(model_name)
     max_length = cap_max_length(resolved, config.max_length) if Path(resolved).is_dir() else config.max_length

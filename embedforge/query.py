@@ -1,7 +1,9 @@
-"""Query-side building blocks: the ``Hit`` type, BM25, rank fusion, metadata filters, re-ranking.
+"""Query building blocks: the ``Hit`` type, BM25, rank fusion, metadata filters, the query pipeline.
 
-These work on arrays and lists; :class:`embedforge.collection.Collection` wires them together.
-BM25 is bm25s (with the PyStemmer English stemmer); cross-encoders are sentence-transformers'.
+These work on arrays and lists. :func:`search_collection` is handed a collection (anything with
+the public methods of :class:`embedforge.collection.Collection` it calls) and never imports it:
+the collection imports this module, not the other way round. BM25 is bm25s (with the PyStemmer
+English stemmer); re-ranking scores through :func:`embedforge.rerank.model.pair_scores`.
 """
 
 from __future__ import annotations
@@ -12,14 +14,12 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from embedforge.errors import InputError
-
-if TYPE_CHECKING:
-    from embedforge.collection import Collection
+from embedforge.rerank.model import load_cross_encoder, rerank_scores
 
 __all__ = [
     "Hit",
@@ -32,8 +32,7 @@ __all__ = [
     "score_fuse",
     "fuse",
     "match_metadata",
-    "load_cross_encoder",
-    "rerank_scores",
+    "Searchable",
     "search_collection",
 ]
 
@@ -241,55 +240,34 @@ def match_metadata(metadata: Mapping[str, Any], where: Mapping[str, Any]) -> boo
     return True
 
 
-# ---------------------------------------------------------------- re-ranking
-
-
-def cap_max_length(model_dir: str | os.PathLike[str], max_length: int | None) -> int | None:
-    """``max_length`` capped at the model's ``max_position_embeddings`` (read from config.json)."""
-    if max_length is None:
-        return None
-    try:
-        limit = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8")).get("max_position_embeddings")
-    except (OSError, json.JSONDecodeError):
-        return max_length
-    return min(max_length, limit) if isinstance(limit, int) else max_length
-
-
-def load_cross_encoder(path: str | os.PathLike[str], *, max_length: int | None = None) -> Any:
-    """A sentence-transformers CrossEncoder from a local directory (CPU), or an InputError."""
-    try:
-        from sentence_transformers import CrossEncoder
-    except ImportError as err:  # pragma: no cover - a core dependency
-        raise InputError("re-ranking needs sentence-transformers") from err
-    p = Path(path)
-    if not p.is_dir() or not (p / "config.json").is_file():
-        raise InputError("is not a cross-encoder directory (expected config.json + weights)", p)
-    max_length = cap_max_length(p, max_length)
-    try:
-        return CrossEncoder(str(p), device="cpu", local_files_only=True, max_length=max_length)
-    except Exception as err:
-        raise InputError(f"could not load the cross-encoder: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}", p) from None
-
-
-def pair_scores(cross_encoder: Any, pairs: Sequence[tuple[str, str]], *, batch_size: int = 32) -> np.ndarray:
-    """Cross-encoder relevance of each ``(first, second)`` pair -> (len(pairs),) float32 (the last
-    logit when the head has several)."""
-    if not pairs:
-        return np.zeros(0, dtype=np.float32)
-    scores = cross_encoder.predict(list(pairs), batch_size=batch_size, show_progress_bar=False, convert_to_numpy=True)
-    return np.asarray(scores, dtype=np.float32).reshape(len(pairs), -1)[:, -1]
-
-
-def rerank_scores(cross_encoder: Any, query: str, texts: Sequence[str], *, batch_size: int = 32) -> np.ndarray:
-    """Cross-encoder relevance of each ``(query, text)`` pair -> (len(texts),) float32."""
-    return pair_scores(cross_encoder, [(query, t) for t in texts], batch_size=batch_size)
-
-
 # ---------------------------------------------------------------- the query pipeline
 
 
+class Searchable(Protocol):
+    """What :func:`search_collection` needs of a collection (:class:`embedforge.collection.Collection` has it)."""
+
+    path: Any
+
+    def __len__(self) -> int: ...
+
+    def mask(self, where: Mapping[str, Any] | None) -> np.ndarray | None: ...
+
+    def bm25(self) -> BM25Index: ...
+
+    def encode_queries(self, queries: Sequence[str], model: Any = None) -> np.ndarray: ...
+
+    def search_vectors(
+        self, queries: np.ndarray, k: int, *, mask: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def text(self, row: int) -> str: ...
+
+    def hit(self, row: int, score: float) -> Hit: ...
+
+
+
 def search_collection(
-    collection: Collection,
+    collection: Searchable,
     queries: Sequence[str],
     *,
     top_k: int = 10,
