@@ -5,15 +5,18 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-__all__ = ["SimCSEConfig", "POOLERS", "MODES"]
+from embedforge.errors import InputError
+
+__all__ = ["TrainConfig", "SimCSEConfig", "POOLERS", "MODES"]
 
 POOLERS = ("cls", "cls_mlp", "mean")
 MODES = ("unsup", "sup", "tsdae")
 
 
 @dataclass(frozen=True)
-class SimCSEConfig:
-    """SimCSE training (Gao, Yao & Chen 2021). Defaults follow the paper unless noted."""
+class TrainConfig:
+    """One training run of :func:`embedforge.train.train`: SimCSE (Gao, Yao & Chen 2021), CoSENT on
+    graded pairs, or TSDAE (``mode``). Defaults follow the SimCSE paper unless noted."""
 
     # unsup: a text and its dropout copy; sup: labelled pairs/triplets; tsdae: rebuild a text from
     # its vector after deleting 60 % of its words (Wang et al. 2021; embedforge.train.tsdae)
@@ -42,22 +45,26 @@ class SimCSEConfig:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+            raise InputError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.pooler is not None and self.pooler not in POOLERS:
-            raise ValueError(f"pooler must be one of {POOLERS}, got {self.pooler!r}")
+            raise InputError(f"pooler must be one of {', '.join(POOLERS)} (or None), got {self.pooler!r}")
         if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+            raise InputError(f"temperature must be > 0, got {self.temperature}")
         if self.hard_negative_weight < 0:
-            raise ValueError(f"hard_negative_weight (alpha) must be >= 0, got {self.hard_negative_weight}")
+            raise InputError(f"hard_negative_weight (alpha) must be >= 0, got {self.hard_negative_weight}")
         for name in ("max_length", "batch_size", "eval_steps", "save_steps"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.batch_size < 2:
-            raise ValueError("batch_size must be >= 2: in-batch negatives need a second text")
+            raise InputError(f"batch_size must be >= 2 (in-batch negatives need a second text), got {self.batch_size}")
         if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+            raise InputError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.max_steps <= 0 and self.epochs <= 0:
-            raise ValueError("give epochs > 0 or max_steps > 0")
+            raise InputError(f"epochs or max_steps must be > 0, got epochs={self.epochs} and max_steps={self.max_steps}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# The name before the class also configured CoSENT and TSDAE runs; kept until every caller says TrainConfig.
+SimCSEConfig = TrainConfig

@@ -1,4 +1,7 @@
-"""Run under torchrun (2 processes, gloo): each process holds half of a batch; see test_distributed.py."""
+"""Run under torchrun (2 processes, gloo): each process holds half of a batch; see test_distributed.py.
+
+Gathers as SimCSELoss does (sentence-transformers' ``util.all_gather``: the other processes' rows
+without gradient, this process's own rows with theirs) and checks the result against one process."""
 
 from __future__ import annotations
 
@@ -8,8 +11,9 @@ import sys
 
 import torch
 import torch.distributed as dist
+from sentence_transformers.util import all_gather
 
-from embedforge.train.simcse import gather_with_grad, simcse_loss
+from embedforge.train.simcse import simcse_loss
 
 
 def main(out_dir: str) -> None:
@@ -20,7 +24,7 @@ def main(out_dir: str) -> None:
     half = 8 // world
     local = [t[rank * half : (rank + 1) * half].clone().requires_grad_(True) for t in full]
 
-    gathered = [gather_with_grad(t) for t in local]
+    gathered = [all_gather(t) for t in local]
     loss = simcse_loss(*gathered, temperature=0.05, hard_negative_weight=2.0)
     loss.backward()
     local_only = simcse_loss(*[t.detach() for t in local], temperature=0.05, hard_negative_weight=2.0)

@@ -74,3 +74,33 @@ def test_loss_is_scale_invariant_and_differentiable(triplet):
 def test_shape_mismatch_is_rejected():
     with pytest.raises(ValueError, match="shape mismatch"):
         simcse_loss(torch.zeros(3, 4), torch.zeros(2, 4))
+
+
+@pytest.mark.parametrize("with_negatives", [False, True])
+@pytest.mark.parametrize("tau", [0.05, 0.2])
+def test_alpha_one_equals_sentence_transformers_mnrl(triplet, with_negatives, tau):
+    """With α = 1 the SimCSE objective is MultipleNegativesRankingLoss(scale=1/τ): training uses that one."""
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    z = [torch.tensor(x) for x in (triplet if with_negatives else triplet[:2])]
+    mnrl = MultipleNegativesRankingLoss(torch.nn.Identity(), scale=1.0 / tau)  # type: ignore[arg-type]
+    theirs = mnrl.compute_loss_from_embeddings(z, labels=torch.zeros(0)).item()
+    ours = simcse_loss(*z, temperature=tau, hard_negative_weight=1.0).item()
+    assert ours == pytest.approx(theirs, rel=1e-9)
+
+
+def test_the_builder_uses_our_loss_only_for_alpha_other_than_one():
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    from embedforge.config import TrainConfig
+    from embedforge.train.losses import LOSSES, build_loss
+    from embedforge.train.simcse import SimCSELoss
+
+    assert set(LOSSES) == {"simcse", "cosent", "tsdae"}
+    model = torch.nn.Identity()
+    plain = build_loss("simcse", model, TrainConfig(temperature=0.1))  # type: ignore[arg-type]
+    assert isinstance(plain, MultipleNegativesRankingLoss) and plain.scale == pytest.approx(10.0)
+    weighted = build_loss("simcse", model, TrainConfig(hard_negative_weight=2.0))  # type: ignore[arg-type]
+    assert isinstance(weighted, SimCSELoss) and weighted.hard_negative_weight == 2.0
+    with pytest.raises(ValueError, match="unknown loss"):
+        build_loss("triplet", model, TrainConfig())  # type: ignore[arg-type]

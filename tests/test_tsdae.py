@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import build_tiny_bert
 
-from embedforge.config import SimCSEConfig
+from embedforge.config import TrainConfig
 from embedforge.errors import InputError
 from embedforge.train.tsdae import decoder_source, delete_noise, lm_head_keys, noisy_texts
 
@@ -44,12 +45,12 @@ def test_lm_head_is_found_only_where_it_was_saved(mlm_dir: Path, tiny_hf_dir: Pa
 
 
 def _train(tmp_path: Path, model: Path, decoder: Path | None, name: str):  # type: ignore[no-untyped-def]
-    from embedforge.train.trainer import train_simcse
+    from embedforge.train.trainer import train
 
     file = tmp_path / "texts.txt"
     file.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
-    config = SimCSEConfig(mode="tsdae", batch_size=8, max_steps=3, learning_rate=1e-3, max_length=32, decoder=str(decoder) if decoder else None)
-    return train_simcse(str(model), file, tmp_path / name, config, show_progress=False)
+    config = TrainConfig(mode="tsdae", batch_size=8, max_steps=3, learning_rate=1e-3, max_length=32, decoder=str(decoder) if decoder else None)
+    return train(str(model), file, tmp_path / name, config, show_progress=False)
 
 
 def test_tsdae_trains_the_encoder_with_a_tied_decoder(tmp_path: Path, mlm_dir: Path) -> None:
@@ -92,10 +93,10 @@ def test_unusable_decoders_are_refused_with_a_reason(tmp_path: Path, mlm_dir: Pa
     assert decoder_source(tiny_model_dir, tmp_path / "nowhere")[0] is None
 
 
-def test_an_interrupted_tsdae_run_starts_again(tmp_path: Path, mlm_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_interrupted_tsdae_run_starts_again(tmp_path: Path, mlm_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
     from transformers import TrainerCallback
 
-    from embedforge.train.trainer import partial_dir, train_simcse
+    from embedforge.train.trainer import partial_dir, train
 
     class Stop(TrainerCallback):  # type: ignore[misc]
         def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
@@ -104,10 +105,11 @@ def test_an_interrupted_tsdae_run_starts_again(tmp_path: Path, mlm_dir: Path, ca
 
     file = tmp_path / "texts.txt"
     file.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
-    config = SimCSEConfig(mode="tsdae", batch_size=4, max_steps=4, save_steps=2, learning_rate=1e-3, max_length=32)
+    config = TrainConfig(mode="tsdae", batch_size=4, max_steps=4, save_steps=2, learning_rate=1e-3, max_length=32)
     with pytest.raises(KeyboardInterrupt):
-        train_simcse(str(mlm_dir), file, tmp_path / "m", config, show_progress=False, callbacks=[Stop()])
+        train(str(mlm_dir), file, tmp_path / "m", config, show_progress=False, callbacks=[Stop()])
     assert (partial_dir(tmp_path / "m") / "checkpoint-2").is_dir()
-    result = train_simcse(str(mlm_dir), file, tmp_path / "m", config, show_progress=False)
-    assert "cannot resume" in capsys.readouterr().out
+    with caplog.at_level(logging.WARNING, logger="embedforge.train.trainer"):
+        result = train(str(mlm_dir), file, tmp_path / "m", config, show_progress=False)
+    assert "cannot resume" in caplog.text
     assert result.steps == 4 and result.resumed_from is None and (tmp_path / "m").is_dir()

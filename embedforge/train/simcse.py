@@ -1,12 +1,16 @@
-"""SimCSE (Gao, Yao & Chen, EMNLP 2021): the objective, its distributed form and the poolers.
+"""SimCSE (Gao, Yao & Chen, EMNLP 2021): the objective, its loss builder and the poolers.
 
-What is SimCSE-specific lives here; batching, optimisation, checkpoints, evaluation and DDP come
-from the sentence-transformers / transformers Trainer (see :mod:`embedforge.train.trainer`).
+With the default hard-negative weight α = 1 the SimCSE objective *is* sentence-transformers'
+``MultipleNegativesRankingLoss`` with ``scale = 1/τ``, and that is what :func:`build_loss` returns.
+Ours (:func:`simcse_loss`, :class:`SimCSELoss`) is used only for what it adds: α ≠ 1 (the paper's
+Eq. 5 weight on each text's own hard negative). Batching, optimisation, checkpoints, evaluation
+and DDP come from the sentence-transformers / transformers Trainer (:mod:`embedforge.train.trainer`).
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +23,9 @@ from embedforge.models import embedding_dim, pooling_name
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-__all__ = ["simcse_loss", "gather_with_grad", "SimCSELoss", "prepare_model", "MLP_MODULE_NAME"]
+    from embedforge.config import TrainConfig
+
+__all__ = ["simcse_loss", "SimCSELoss", "build_loss", "prepare_model", "MLP_MODULE_NAME"]
 
 MLP_MODULE_NAME = "simcse_mlp"  # the training-only MLP of the cls_mlp pooler carries this attribute
 
@@ -42,6 +48,10 @@ def simcse_loss(
     official code adds :math:`\log\alpha` to that logit, which is the same thing. ``alpha = 0``
     drops own hard negatives from the denominator (other rows' negatives stay).
 
+    For α = 1 this is sentence-transformers' ``MultipleNegativesRankingLoss(scale=1/τ)`` (a test
+    checks it), which training uses then; this function is what training runs only for α ≠ 1,
+    which sentence-transformers' loss does not offer.
+
     Args:
         z1: (N, d) anchors. z2: (N, d) positives. z3: (N, d) hard negatives or None.
 
@@ -62,27 +72,16 @@ def simcse_loss(
     return F.cross_entropy(logits, labels)
 
 
-def gather_with_grad(x: Tensor) -> Tensor:
-    """Concatenate ``x`` from every process along dim 0, keeping the gradient of this process's part.
-
-    As the official SimCSE code does: ``all_gather`` (no gradient), then put the local tensor
-    back in its slot so gradients flow to this process's encoder. Every process then computes
-    the loss over the global batch. Without an initialised process group, returns ``x``.
-    """
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return x
-    parts = [torch.zeros_like(x) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, x.contiguous())
-    parts[dist.get_rank()] = x
-    return torch.cat(parts, dim=0)  # (N * world, d)
-
-
 class SimCSELoss(nn.Module):
-    """sentence-transformers loss wrapper: encodes each column with its own forward pass (so two
-    columns holding the same text get two dropout masks), gathers across processes, then
-    calls :func:`simcse_loss`. Columns: (anchor, positive) or (anchor, positive, negative)."""
+    """sentence-transformers loss wrapper of :func:`simcse_loss`, used only for α ≠ 1 (for α = 1
+    :func:`build_loss` returns sentence-transformers' own loss). Encodes each column with its own
+    forward pass (so two columns holding the same text get two dropout masks), gathers across
+    processes, then calls :func:`simcse_loss`. Columns: (anchor, positive) or (anchor, positive, negative).
+
+    Under torchrun the columns are gathered with ``sentence_transformers.util.all_gather`` as the
+    official SimCSE code does: the other processes' rows without gradient, this process's own rows
+    put back with theirs, so every process computes the loss over the global batch.
+    """
 
     def __init__(
         self,
@@ -103,7 +102,10 @@ class SimCSELoss(nn.Module):
         if len(embeddings) not in (2, 3):
             raise ValueError(f"SimCSE takes 2 or 3 text columns, got {len(embeddings)}")
         if self.gather_across_processes:
-            embeddings = [gather_with_grad(e) for e in embeddings]
+            from sentence_transformers.util import all_gather, is_dist_initialized
+
+            if is_dist_initialized():  # (it warns when asked to gather in a single process)
+                embeddings = [all_gather(e) for e in embeddings]  # (N * world, d) each
         z3 = embeddings[2] if len(embeddings) == 3 else None
         return simcse_loss(
             embeddings[0],
@@ -122,6 +124,29 @@ class SimCSELoss(nn.Module):
             "@inproceedings{gao2021simcse, title={{SimCSE}: Simple Contrastive Learning of Sentence Embeddings},"
             " author={Gao, Tianyu and Yao, Xingcheng and Chen, Danqi}, booktitle={EMNLP}, year={2021}}"
         )
+
+
+def build_loss(model: SentenceTransformer, config: TrainConfig) -> nn.Module:
+    """The SimCSE loss for ``config``: sentence-transformers' ``MultipleNegativesRankingLoss``
+    (scale = 1/τ) when α = 1, our :class:`SimCSELoss` otherwise.
+
+    Both gather negatives across processes under torchrun when ``config.gather_across_processes``.
+    sentence-transformers' loss then scores this process's anchors against every process's
+    candidates and sends gradients back to every process (the gradient of the global loss); ours
+    scores all anchors in every process with gradients to its own rows only (the official SimCSE
+    code): the same direction at 1/world size the length, which Adam's normalisation cancels.
+    """
+    if config.hard_negative_weight == 1.0:
+        from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+        distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        return MultipleNegativesRankingLoss(
+            model, scale=1.0 / config.temperature, gather_across_devices=config.gather_across_processes and distributed
+        )
+    return SimCSELoss(
+        model, temperature=config.temperature, hard_negative_weight=config.hard_negative_weight,
+        gather_across_processes=config.gather_across_processes,
+    )
 
 
 def prepare_model(model: SentenceTransformer, pooler: str | None, *, is_sentence_model: bool, mode: str) -> str:

@@ -1,4 +1,4 @@
-"""Run a SimCSE training on the sentence-transformers Trainer: resumable, evaluated, saved atomically.
+"""Run a training (SimCSE, CoSENT or TSDAE) on the sentence-transformers Trainer: resumable, evaluated, saved atomically.
 
 Layout on disk while training: ``OUTPUT.partial/checkpoint-N/`` (Trainer checkpoints, so an
 interrupted run resumes from the last one). ``OUTPUT`` itself appears only when training has
@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from embedforge.config import SimCSEConfig
+from embedforge.config import TrainConfig
 from embedforge.corpus import PairData, read_pairs, read_texts
 from embedforge.errors import InputError
 from embedforge.models import load_model, resolve_model, save_model
-from embedforge.train.simcse import SimCSELoss, prepare_model, strip_training_modules
+from embedforge.train.losses import build_loss
+from embedforge.train.simcse import prepare_model, strip_training_modules
 
-__all__ = ["TrainResult", "train_simcse", "partial_dir", "DevSet"]
+__all__ = ["TrainResult", "train", "train_simcse", "partial_dir", "DevSet"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class TrainResult:
     seconds: float  # wall time of the optimisation loop (this run only, after a resume)
     rows_per_second: float
     sentences_per_second: float  # forward passes/s: rows x text columns (unsup: 2 per text)
-    loss: str  # which objective ran
+    loss: str  # which objective ran: simcse-unsup, simcse-sup, simcse-sup-hardneg, cosent or tsdae
     best_dev: float | None
     resumed_from: str | None
 
@@ -54,8 +55,9 @@ def partial_dir(output: str | os.PathLike[str]) -> Path:
     return out.with_name(out.name + ".partial")
 
 
-def _dataset(config: SimCSEConfig, train_file: str | os.PathLike[str]) -> tuple[Any, str, int]:
-    """(datasets.Dataset, loss name, text columns) — validates the file before anything is written."""
+def _dataset(config: TrainConfig, train_file: str | os.PathLike[str]) -> tuple[Any, str, str, int]:
+    """(datasets.Dataset, loss name in :data:`embedforge.train.losses.LOSSES`, label of the run, text
+    columns) — validates the file before anything is written."""
     from datasets import Dataset
 
     if config.mode == "tsdae":
@@ -64,24 +66,24 @@ def _dataset(config: SimCSEConfig, train_file: str | os.PathLike[str]) -> tuple[
         texts = read_texts(train_file)
         if len(texts) < 2:
             raise InputError("TSDAE needs at least 2 texts", train_file)
-        return Dataset.from_dict({"noisy": noisy_texts(texts, config.seed), "text": texts}), "tsdae", 2
+        return Dataset.from_dict({"noisy": noisy_texts(texts, config.seed), "text": texts}), "tsdae", "tsdae", 2
     if config.mode == "unsup":
         texts = read_texts(train_file)
         if len(texts) < 2:
             raise InputError("unsupervised SimCSE needs at least 2 texts (in-batch negatives)", train_file)
-        return Dataset.from_dict({"anchor": texts, "positive": texts}), "simcse-unsup", 2
+        return Dataset.from_dict({"anchor": texts, "positive": texts}), "simcse", "simcse-unsup", 2
     pairs: PairData = read_pairs(train_file)
     if len(pairs) < 2:
         raise InputError("supervised SimCSE needs at least 2 pairs (in-batch negatives)", train_file)
     if pairs.scores is not None:
         # Graded pairs (STS-style) have no positive/negative split: CoSENT ranks pairs by their score.
         data = {"sentence1": pairs.sent0, "sentence2": pairs.sent1, "score": pairs.scores}
-        return Dataset.from_dict(data), "cosent", 2
+        return Dataset.from_dict(data), "cosent", "cosent", 2
     data = {"anchor": pairs.sent0, "positive": pairs.sent1}
     if pairs.hard_neg is not None:
         data["negative"] = pairs.hard_neg
-        return Dataset.from_dict(data), "simcse-sup-hardneg", 3
-    return Dataset.from_dict(data), "simcse-sup", 2
+        return Dataset.from_dict(data), "simcse", "simcse-sup-hardneg", 3
+    return Dataset.from_dict(data), "simcse", "simcse-sup", 2
 
 
 def _evaluator(dev: DevSet, batch_size: int) -> Any:
@@ -101,76 +103,51 @@ def _evaluator(dev: DevSet, batch_size: int) -> Any:
     return inner
 
 
-def _tsdae_loss(model: Any, config: SimCSEConfig) -> Any:
-    """sentence-transformers' DenoisingAutoEncoderLoss with a decoder whose LM head is trained, not random."""
-    from sentence_transformers.sentence_transformer.losses import DenoisingAutoEncoderLoss
-
-    from embedforge.train.tsdae import decoder_source
-
-    encoder_folder = model.transformers_model.config._name_or_path
-    source, why = decoder_source(encoder_folder, config.decoder)
-    if source is None:
-        raise InputError(f"TSDAE: {why}")
-    logger.info("TSDAE: %s", why)
-    tied = config.decoder is None
-    try:
-        return DenoisingAutoEncoderLoss(model, decoder_name_or_path=None if tied else source, tie_encoder_decoder=tied)
-    except (ValueError, OSError, AssertionError) as err:  # what transformers / sentence-transformers raise
-        raise InputError(f"TSDAE cannot build its decoder from {source}: {err}") from None
-
-
-def train_simcse(
+def train(
     model_name: str,
     train_file: str | os.PathLike[str],
     output: str | os.PathLike[str],
-    config: SimCSEConfig | None = None,
+    config: TrainConfig | None = None,
     *,
     dev: DevSet | None = None,
     overwrite: bool = False,
     show_progress: bool = True,
     callbacks: list[Any] | None = None,
 ) -> TrainResult:
-    """Train SimCSE from ``model_name`` on ``train_file`` and save the model at ``output``.
+    """Train from ``model_name`` on ``train_file`` with ``config`` and save the model at ``output``.
 
-    unsup: ``train_file`` has one text per line (or a text column); sup: pairs / triplets with
-    hard negatives (SimCSE loss, Eq. 5) or graded pairs (CoSENT loss); tsdae: texts, trained as a
-    denoising auto-encoder (:mod:`embedforge.train.tsdae`; needs a decoder with an LM head). Re-running the same
-    command after an interruption resumes from the last checkpoint in ``OUTPUT.partial``.
-    ``callbacks`` are ``transformers.TrainerCallback`` objects passed to the Trainer.
+    ``config.mode`` and the file pick the objective (:mod:`embedforge.train.losses`): unsup: one
+    text per line (or a text column), unsupervised SimCSE; sup: pairs / triplets with hard
+    negatives (SimCSE, Eq. 5) or graded pairs (CoSENT); tsdae: texts, trained as a denoising
+    auto-encoder (:mod:`embedforge.train.tsdae`; needs a decoder with an LM head). Re-running the
+    same call after an interruption resumes from the last checkpoint in ``OUTPUT.partial``.
+    ``dev`` scored pairs select the best checkpoint; ``callbacks`` are ``transformers.TrainerCallback``
+    objects passed to the Trainer. Progress goes to the ``logging`` logger of this module.
     """
     import torch
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-    from sentence_transformers.losses import CoSENTLoss
     from sentence_transformers.training_args import BatchSamplers
     from transformers.trainer_utils import get_last_checkpoint
 
-    config = config or SimCSEConfig()
+    config = config or TrainConfig()
     output = Path(output)
     if output.exists() and not overwrite:
         raise InputError("already exists; choose another --output or pass --overwrite", output)
-    dataset, loss_name, columns = _dataset(config, train_file)
+    dataset, objective, loss_name, columns = _dataset(config, train_file)
     resolved = resolve_model(model_name)
     is_sentence_model = not Path(resolved).is_dir() or (Path(resolved) / "modules.json").is_file()
     model = load_model(model_name, device="cuda" if torch.cuda.is_available() else "cpu")
     model.max_seq_length = config.max_length
     pooler = prepare_model(model, config.pooler, is_sentence_model=is_sentence_model, mode=config.mode)
 
-    if loss_name == "tsdae":
-        loss: torch.nn.Module = _tsdae_loss(model, config)
-    elif loss_name == "cosent":
-        loss = CoSENTLoss(model, scale=1.0 / config.temperature)
-    else:
-        loss = SimCSELoss(
-            model, temperature=config.temperature, hard_negative_weight=config.hard_negative_weight,
-            gather_across_processes=config.gather_across_processes,
-        )
+    loss = build_loss(objective, model, config)
 
     work = partial_dir(output)
     last = get_last_checkpoint(str(work)) if work.is_dir() else None
-    if last and loss_name == "tsdae":
+    if last and objective == "tsdae":
         # the Trainer checkpoints the encoder only: the decoder (cross-attention, LM head) would restart
         # from its initial weights under a restored optimiser state, so start over instead
-        print(f"embedforge: TSDAE cannot resume {last} (its decoder is not checkpointed); starting again")
+        logger.warning("TSDAE cannot resume %s (its decoder is not checkpointed); starting again", last)
         shutil.rmtree(work, ignore_errors=True)
         last = None
     evaluator = _evaluator(dev, config.batch_size) if dev is not None else None
@@ -208,7 +185,6 @@ def train_simcse(
     )
     if last:
         logger.warning("resuming from %s", last)
-        print(f"embedforge: resuming from {last}")
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=last)
     seconds = time.perf_counter() - start
@@ -236,3 +212,7 @@ def train_simcse(
         )
         shutil.rmtree(work, ignore_errors=True)
     return result
+
+
+# The name before :func:`train` (which also runs CoSENT and TSDAE); kept until every caller says train.
+train_simcse = train

@@ -17,12 +17,24 @@ points on SciFact (issue 6). Hence :func:`lm_head_keys`, which reads the weight 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["DELETE_RATIO", "delete_noise", "noisy_texts", "lm_head_keys", "decoder_source"]
+from embedforge.errors import InputError
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+    from torch import nn
+
+    from embedforge.config import TrainConfig
+
+__all__ = ["DELETE_RATIO", "delete_noise", "noisy_texts", "lm_head_keys", "decoder_source", "build_loss"]
+
+logger = logging.getLogger(__name__)
 
 DELETE_RATIO = 0.6  # the paper's best: delete 60 % of the words
 # Weight-name prefixes of a masked- or causal-LM output layer in Hugging Face checkpoints
@@ -122,3 +134,23 @@ def decoder_source(encoder_folder: str | os.PathLike[str], decoder: str | os.Pat
         "the base has no decoder (LM) head, and one starting random loses (-15 nDCG@10 on SciFact with MiniLM); "
         "give a masked-LM checkpoint of the same architecture (--tsdae-decoder) to try it"
     )
+
+
+def build_loss(model: SentenceTransformer, config: TrainConfig) -> nn.Module:
+    """sentence-transformers' ``DenoisingAutoEncoderLoss`` with a decoder whose LM head is trained, not random
+    (:func:`decoder_source`); an InputError when no usable decoder is available."""
+    from sentence_transformers.sentence_transformer.losses import DenoisingAutoEncoderLoss
+
+    transformer = model.transformers_model
+    if transformer is None:
+        raise InputError("TSDAE needs a base model with a transformers encoder")
+    encoder_folder = transformer.config._name_or_path
+    source, why = decoder_source(encoder_folder, config.decoder)
+    if source is None:
+        raise InputError(f"TSDAE: {why}")
+    logger.info("TSDAE: %s", why)
+    tied = config.decoder is None
+    try:
+        return DenoisingAutoEncoderLoss(model, decoder_name_or_path=None if tied else source, tie_encoder_decoder=tied)
+    except (ValueError, OSError, AssertionError) as err:  # what transformers / sentence-transformers raise
+        raise InputError(f"TSDAE cannot build its decoder from {source}: {err}") from None
