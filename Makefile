@@ -3,7 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-DATA   ?= ../shared/data
+# the evaluation data (sts/, ...): $EMBEDFORGE_DATA when set, else the development path; every recipe
+# (tests included) sees it as EMBEDFORGE_DATA
+DATA   ?= $(or $(EMBEDFORGE_DATA),../shared/data)
+export EMBEDFORGE_DATA := $(DATA)
 # torch first, pinned to the CPU build that lies on disk; any other spec pulls a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 

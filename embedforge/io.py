@@ -1,19 +1,35 @@
-"""Atomic writes: a reader sees the old file or the new one, never half of either."""
+"""Atomic writes (a reader sees the old file or the new one, never half of either), and the checks of
+user paths and texts every command runs before it does any work: :func:`check_output`,
+:func:`check_text`, :func:`require_data_dir`."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_dir", "atomic_write", "write_json", "save_npy"]
+from embedforge.errors import InputError
+
+__all__ = [
+    "atomic_dir",
+    "atomic_write",
+    "write_json",
+    "save_npy",
+    "check_output",
+    "check_text",
+    "default_data_dir",
+    "require_data_dir",
+    "DATA_ENV",
+    "MAX_TEXT_CHARS",
+]
 
 
 def _umask() -> int:
@@ -80,3 +96,106 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
         os.replace(path, old)
     os.replace(tmp, path)
     shutil.rmtree(old, ignore_errors=True)
+
+
+# --- user data: the data directory, text hygiene, output paths -------------------------------------
+
+DATA_ENV = "EMBEDFORGE_DATA"  # environment variable naming the folder of evaluation data (sts/, ...)
+DEV_DATA_DIR = "../shared/data"  # beside a development checkout; used only when it exists
+
+# The longest text (in characters) any reader accepts, and the csv field-size limit (Python's
+# default is 128 Ki characters). 1M characters is ~250k tokens, hundreds of times what any
+# embedding model reads (the encoder truncates long before, see embedforge.encode); a longer
+# "text" is almost always a broken file (an unclosed quote swallowing the rest of a csv).
+MAX_TEXT_CHARS = 1_000_000
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def default_data_dir() -> str | None:
+    """``$EMBEDFORGE_DATA`` when set, else ``../shared/data`` when that folder exists, else ``None``."""
+    env = os.environ.get(DATA_ENV)
+    if env:
+        return env
+    return DEV_DATA_DIR if os.path.isdir(DEV_DATA_DIR) else None
+
+
+def require_data_dir(value: str | os.PathLike[str] | None) -> Path:
+    """``value`` or :func:`default_data_dir`; an :class:`InputError` naming ``$EMBEDFORGE_DATA`` when neither is set."""
+    found = value if value else default_data_dir()
+    if not found:
+        raise InputError(f"no data directory: pass --data-dir DIR or set {DATA_ENV} to the folder holding sts/")
+    return Path(found)
+
+
+def check_text(text: str, where: str | os.PathLike[str] | None = None, line: int | None = None) -> str:
+    """Return ``text`` if it can be stored and encoded; else raise :class:`InputError` at ``where[:line]``.
+
+    Rejected: lone UTF-16 surrogates (``"\\ud800"`` from a JSON escape — the only Python text
+    that cannot be written as UTF-8) and texts longer than :data:`MAX_TEXT_CHARS`. ``where`` is a
+    file (with ``line``) or a field name such as ``"input[3]"`` for an HTTP 400.
+    """
+    if len(text) > MAX_TEXT_CHARS:
+        raise InputError(f"text of {len(text):,} characters; the longest accepted is {MAX_TEXT_CHARS:,}", where, line)
+    bad = _SURROGATE.search(text)
+    if bad is not None:
+        raise InputError(
+            f"text holds a lone UTF-16 surrogate (U+{ord(bad.group()):04X} at character {bad.start() + 1}); "
+            "expected valid Unicode", where, line,
+        )
+    return text
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_output(
+    path: str | os.PathLike[str],
+    *,
+    inputs: Sequence[str | os.PathLike[str] | None] = (),
+    suffixes: Sequence[str] | None = None,
+    directory: bool = False,
+    option: str = "--output",
+) -> Path:
+    """Check an output path before any work is done; returns it as a :class:`Path`.
+
+    Raises :class:`InputError` (one line, naming ``option`` and the path) when the output
+    - has the wrong type: a directory where a file is expected (or the reverse with ``directory``),
+      or a suffix not in ``suffixes`` (compared case-insensitively; ``None`` accepts any);
+    - is one of ``inputs`` (same resolved path, or the same file through another name or a hard
+      link), or with ``directory`` holds one of them (replacing it would delete the input);
+    - cannot be written: its nearest existing ancestor is not a writable directory.
+    ``None`` inputs are skipped. Nothing is created: writes happen later, atomically.
+    """
+    out = Path(path)
+    if directory:
+        if out.exists() and not out.is_dir():
+            raise InputError(f"{option}: is a file; expected a directory", out)
+    else:
+        if out.is_dir():
+            raise InputError(f"{option}: is a directory; expected a file path", out)
+        if suffixes is not None and out.suffix.lower() not in suffixes:
+            raise InputError(
+                f"{option}: unsupported output type {out.suffix or '(none)'!r}; expected {' or '.join(suffixes)}", out
+            )
+    resolved = out.resolve()
+    for item in inputs:
+        if item is None or os.fspath(item) == "":
+            continue
+        source = Path(item)
+        same = source.resolve() == resolved
+        if not same and out.exists() and source.exists():
+            same = os.path.samefile(out, source)
+        if same:
+            raise InputError(f"{option}: is also an input ({source}); writing it would destroy that input", out)
+        if directory and source.exists() and resolved in source.resolve().parents:
+            raise InputError(f"{option}: holds an input ({source}); replacing it would destroy that input", out)
+    base = _nearest_existing(resolved.parent)
+    if not base.is_dir():
+        raise InputError(f"{option}: cannot be created: {base} is not a directory", out)
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise InputError(f"{option}: cannot write here: {base} is not writable", out)
+    return out

@@ -101,3 +101,69 @@ def test_evaluate_missing_data_dir(capsys, tmp_path, tiny_model_dir):
 
 def test_no_command_prints_help(capsys):
     assert main([]) == 2
+
+
+def _defaults(*argv: str):  # type: ignore[no-untyped-def]
+    from embedforge.cli import build_parser
+
+    return build_parser().parse_args(list(argv))
+
+
+def test_every_train_option_defaults_to_the_config_default():
+    import dataclasses
+
+    from embedforge import config as config_module
+    from embedforge.cli.core import TRAIN_FIELDS
+
+    train_config = getattr(config_module, "TrainConfig", None) or config_module.SimCSEConfig
+    args = _defaults("train", "--model", "m", "--train-file", "f", "--output", "o")
+    defaults = train_config()
+    for dest, field in TRAIN_FIELDS:
+        assert getattr(args, dest) == getattr(defaults, field), (dest, field)
+    assert args.allow_duplicates is not defaults.no_duplicates
+    # every field a user might want to set from the command line is mapped (the rest are library-only)
+    mapped = {field for _, field in TRAIN_FIELDS} | {"no_duplicates"}
+    library_only = {"weight_decay", "gather_across_processes"}
+    assert {f.name for f in dataclasses.fields(train_config)} - mapped <= library_only
+    parser_choices = {a.dest: a.choices for a in _train_actions()}
+    assert tuple(parser_choices["mode"]) == config_module.MODES
+    assert tuple(parser_choices["pooler"]) == config_module.POOLERS
+
+
+def _train_actions():  # type: ignore[no-untyped-def]
+    from embedforge.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    return sub.choices["train"]._actions  # type: ignore[union-attr]
+
+
+def test_every_adapt_option_defaults_to_the_config_default():
+    from embedforge.adapt import AdaptConfig, parse_budget
+    from embedforge.cli.adapt import ADAPT_FIELDS, format_budget
+
+    args = _defaults("adapt", "--model", "m", "--corpus", "c", "--output", "o")
+    defaults = AdaptConfig()
+    for dest, field in ADAPT_FIELDS:
+        assert getattr(args, dest) == getattr(defaults, field), (dest, field)
+    assert parse_budget(args.budget) == defaults.budget_seconds
+    assert args.candidates is None  # None = every candidate in AdaptConfig().candidates
+    for seconds in (1200.0, 90.0, 5400.0, 3600.0, 61.0):
+        assert parse_budget(format_budget(seconds)) == seconds
+
+
+def test_help_texts_show_the_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: 0.05)" in text and "default: 3e-05)" in text and "EMBEDFORGE_DATA" not in text
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    assert "$EMBEDFORGE_DATA" in capsys.readouterr().out
+
+
+def test_evaluate_without_a_data_dir_names_the_variable(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no ../shared/data beside it
+    monkeypatch.delenv("EMBEDFORGE_DATA", raising=False)
+    code, _, err = run(capsys, "evaluate", "--model", "minilm")
+    assert code == 2 and "EMBEDFORGE_DATA" in err and err.count("\n") == 1

@@ -78,3 +78,25 @@ def test_bundled_minilm_matches_sentence_transformers():
     ours = encode(load_model("minilm"), texts)
     theirs = SentenceTransformer(resolve_model("minilm"), device="cpu").encode(texts)
     np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
+def test_a_huge_text_is_cut_before_the_tokenizer_sees_it(tiny_model, monkeypatch):
+    from embedforge.encode import CHARS_PER_TOKEN
+
+    seen: list[int] = []
+    name = "preprocess" if hasattr(tiny_model, "preprocess") else "tokenize"  # the step before the tokenizer
+    tokenize = getattr(tiny_model, name)
+
+    def spy(texts, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.extend(len(t) for t in texts)
+        return tokenize(texts, *args, **kwargs)
+
+    monkeypatch.setattr(tiny_model, name, spy)
+    huge = "word " * 2_000_000  # 10 MB of text
+    out = encode(tiny_model, [huge, "short"], max_length=16)
+    assert max(seen) <= 16 * CHARS_PER_TOKEN and sorted(seen)[0] == len("short")
+    # the cut removes nothing the model reads: same vector as an already short text
+    np.testing.assert_allclose(out[0], encode(tiny_model, ["word " * 100], max_length=16)[0], atol=1e-6)
+    seen.clear()
+    encode(tiny_model, [huge])  # the model's own max_seq_length bounds it too
+    assert max(seen) <= tiny_model.max_seq_length * CHARS_PER_TOKEN

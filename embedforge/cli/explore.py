@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from embedforge.errors import InputError
+from embedforge.io import check_output
 
 __all__ = ["register"]
 
@@ -68,13 +70,12 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_map)
 
 
-def _check_output(path: str, suffixes: tuple[str, ...]) -> Path:
-    out = Path(path)
-    if out.is_dir():
-        raise InputError("is a directory; expected a file path", out)
-    if out.suffix.lower() not in suffixes:
-        raise InputError(f"unsupported output type {out.suffix or '(none)'!r}; expected {' or '.join(suffixes)}", out)
-    return out
+def _check_output(args: argparse.Namespace, option: str, suffixes: tuple[str, ...], *others: Path | None) -> Path:
+    """The path of ``option`` checked before any work: writable, the right suffix, neither the input,
+    the model nor an output named before it (``others``)."""
+    model = args.model if os.path.exists(args.model) else None
+    return check_output(getattr(args, option.removeprefix("--").replace("-", "_")), inputs=[args.input, model, *others],
+                        suffixes=suffixes, option=option)
 
 
 def _load(args: argparse.Namespace, *, clustering: bool = False) -> tuple[list[str], Any]:
@@ -101,7 +102,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
     from embedforge.io import atomic_write
     from embedforge.mine import paraphrase_mining_embeddings
 
-    out = _check_output(args.output, (".tsv",))
+    out = _check_output(args, "--output", (".tsv",))
     top_k = None if args.threshold is not None else (10 if args.top_k is None else args.top_k)
     if top_k is not None and top_k < 1:
         raise InputError(f"--top-k must be >= 1, got {top_k}")
@@ -125,8 +126,8 @@ def cmd_dedupe(args: argparse.Namespace) -> int:
     from embedforge.io import atomic_write
     from embedforge.mine import dedupe
 
-    out = _check_output(args.output, (".txt", ".jsonl"))
-    report = _check_output(args.report, (".jsonl",)) if args.report else None
+    out = _check_output(args, "--output", (".txt", ".jsonl"))
+    report = _check_output(args, "--report", (".jsonl",), out) if args.report else None
     if not -1 <= args.threshold <= 1:
         raise InputError(f"--threshold is a cosine similarity in [-1, 1], got {args.threshold}")
     texts, emb = _load(args)
@@ -190,8 +191,8 @@ def _print_summary(result: Any, texts: list[str]) -> None:
 def cmd_cluster(args: argparse.Namespace) -> int:
     from embedforge.io import atomic_write, write_json
 
-    out = _check_output(args.output, (".jsonl",))
-    summary = _check_output(args.summary, (".json",)) if args.summary else None
+    out = _check_output(args, "--output", (".jsonl",))
+    summary = _check_output(args, "--summary", (".json",), out) if args.summary else None
     texts, emb = _load(args, clustering=True)
     result = _clustering(args, texts, emb)
     with atomic_write(out) as f:
@@ -216,8 +217,8 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 def cmd_map(args: argparse.Namespace) -> int:
     from embedforge.map import project_2d, resolve_projection, write_html, write_png
 
-    out = _check_output(args.output, (".html", ".htm"))
-    png = _check_output(args.png, (".png",)) if args.png else None
+    out = _check_output(args, "--output", (".html", ".htm"))
+    png = _check_output(args, "--png", (".png",), out) if args.png else None
     projection = resolve_projection(args.projection)
     if png is not None:
         try:

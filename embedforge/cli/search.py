@@ -121,7 +121,7 @@ def _search_kwargs(args: argparse.Namespace) -> dict[str, Any]:
             raise InputError("--where must be a JSON object, e.g. '{\"lang\": \"en\"}'")
     rerank = None
     if args.rerank:
-        from embedforge.search import load_cross_encoder
+        from embedforge.rerank.model import load_cross_encoder
 
         rerank = load_cross_encoder(args.rerank)
     out: dict[str, Any] = {"top_k": args.top_k, "mode": args.mode, "where": where, "rerank": rerank, "rerank_top": args.rerank_top}
@@ -163,7 +163,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_train_reranker(args: argparse.Namespace) -> int:
-    from embedforge.rerank import (
+    from embedforge.rerank.train import (
         RerankerConfig,
         mine_beir_pairs,
         read_labelled_pairs,
