@@ -1,4 +1,4 @@
-"""Serving benchmark: requests/s and p50 / p99 latency of ``POST /v1/embeddings``, batched vs. not.
+"""Serving benchmark: requests/s and p50 / p99 latency of ``POST /v1/embeddings`` and ``POST /v1/search``, batched vs. not.
 
 For each of two servers started in the same run — ``embedforge serve`` with dynamic
 micro-batching and with ``--no-batching`` — single-text requests are sent at concurrency 1, 8
@@ -7,13 +7,20 @@ setting, each setting also capped in time. The servers listen on 127.0.0.1 and t
 there only; each server is a subprocess, so the load generator does not share its interpreter
 (it does share the machine's cores: said in the results).
 
-Takes about 2 minutes with the defaults on a 2-core machine (two server starts, 6 settings of
-400 requests, each at most 60 s: 8 minutes at the very worst).
+The embeddings rows take about 2 minutes with the defaults on a 2-core machine (two server
+starts, 6 settings of 400 requests, each at most 60 s: 8 minutes at the very worst); the search
+rows add indexing the documents once and, per round, two server starts and 6 settings more.
 
 The servers run with ``--torch-threads 1`` by default: on a 2-core machine that also runs the
 load client, a 2-thread torch team often waits for a member the OS has descheduled, and a
 single-text forward pass then takes 10-100× longer than it should (measured here; pass
 ``--torch-threads 0`` for torch's own choice on a bigger machine).
+
+``/v1/search`` is measured the same way on a collection of synthetic documents (``--search-docs``,
+indexed once per run in a temporary directory, exact index): one query per request, against one
+server with ``--no-search-batching`` (each request its own query encode and index search, as
+before search was batched) and one with search batching, alternating ``--search-rounds`` times
+(off, on, off, on …) so a drift of the machine shows as a difference between rounds.
 
 Texts are synthetic sentences (seeded; 8-24 words from a small vocabulary): the numbers measure
 the server, not a data set. Requests use ``encoding_format="base64"``, what the official
@@ -21,6 +28,7 @@ the server, not a data set. Requests use ``encoding_format="base64"``, what the 
 
     .venv/bin/python bench/serve.py                          # minilm, 400 requests per setting
     .venv/bin/python bench/serve.py --requests 40 --out /tmp/serve.json --no-markdown   # smoke run
+    .venv/bin/python bench/serve.py --endpoints search --search-rounds 2       # only the /v1/search rows
 
 Writes ``bench/results/serve.json`` and the ``serve`` section of BENCHMARKS.md.
 """
@@ -37,6 +45,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -112,8 +121,19 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
 
 
-async def _load(url: str, model_id: str, texts: list[str], concurrency: int, requests: int, max_seconds: float) -> dict[str, Any]:
-    """``requests`` single-text requests from ``concurrency`` workers (closed loop), at most ``max_seconds``."""
+def embedding_body(model_id: str, texts: list[str]) -> tuple[str, Callable[[int], dict[str, Any]]]:
+    return "/v1/embeddings", lambda i: {"model": model_id, "input": texts[i % len(texts)], "encoding_format": "base64"}
+
+
+def search_body(queries: list[str], top_k: int, mode: str) -> tuple[str, Callable[[int], dict[str, Any]]]:
+    return "/v1/search", lambda i: {"query": queries[i % len(queries)], "top_k": top_k, "mode": mode}
+
+
+async def _load(
+    url: str, request: tuple[str, Callable[[int], dict[str, Any]]], concurrency: int, requests: int, max_seconds: float
+) -> dict[str, Any]:
+    """``requests`` requests (``request`` = path, body of the i-th) from ``concurrency`` workers (closed loop), at most ``max_seconds``."""
+    path, make_body = request
     latencies: list[float] = []
     errors = 0
     counter = itertools.count()
@@ -122,9 +142,9 @@ async def _load(url: str, model_id: str, texts: list[str], concurrency: int, req
         async def worker(deadline: float) -> None:
             nonlocal errors
             while (i := next(counter)) < requests and time.perf_counter() < deadline:
-                body = {"model": model_id, "input": texts[i % len(texts)], "encoding_format": "base64"}
+                body = make_body(i)
                 start = time.perf_counter()
-                if await post("/v1/embeddings", body) == 200:
+                if await post(path, body) == 200:
                     latencies.append(time.perf_counter() - start)
                 else:
                     errors += 1
@@ -216,28 +236,71 @@ def model_ceiling(args: argparse.Namespace, texts: list[str]) -> dict[str, Any]:
     return result
 
 
+def build_collection(args: argparse.Namespace, directory: Path) -> Path:
+    """``--search-docs`` synthetic documents indexed with ``embedforge index`` (exact index) under ``directory``."""
+    import json
+
+    corpus = directory / "docs.jsonl"
+    docs = make_texts(args.search_docs, seed=1)
+    corpus.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(docs)), encoding="utf-8")
+    collection = directory / "collection"
+    cmd = [sys.executable, "-m", "embedforge", "index", "--model", args.model, "--input", str(corpus),
+           "--collection", str(collection), "--index", "exact", "--no-progress"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    subprocess.run(cmd, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+    return collection
+
+
+def run_search(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """``/v1/search`` rows: search batching off and on, alternating for ``--search-rounds`` rounds."""
+    queries = [" ".join(t.split()[:6]) for t in make_texts(max(args.requests, 64), seed=2)]  # short, query-like
+    request = search_body(queries, args.search_top_k, args.search_mode)
+    settings: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="embedforge-bench-") as tmp:
+        collection = build_collection(args, Path(tmp))
+        for round_, search_batching in itertools.product(range(args.search_rounds), (False, True)):
+            extra = ["--collection", str(collection), "--max-batch-size", str(args.max_batch_size),
+                     "--max-wait-ms", str(args.max_wait_ms)]
+            if not search_batching:
+                extra.append("--no-search-batching")
+            with Server(args.model, batching=True, extra=extra, torch_threads=args.torch_threads) as server:
+                asyncio.run(_load(server.url, request, 4, args.warmup, args.max_seconds))  # warm-up, not counted
+                for concurrency in args.concurrency:
+                    result = asyncio.run(_load(server.url, request, concurrency, args.requests, args.max_seconds))
+                    result.update(endpoint="/v1/search", batching=search_batching, round=round_ + 1)
+                    settings.append(result)
+                    _report(result)
+    return settings
+
+
+def _report(result: dict[str, Any]) -> None:
+    print(
+        f"{result['endpoint']:<15} batching={'on ' if result['batching'] else 'off'} "
+        f"concurrency={result['concurrency']:>3}: "
+        f"{result['requests_per_s']:8.1f} req/s  p50 {result['p50_ms']:7.1f} ms  p99 {result['p99_ms']:7.1f} ms"
+        f"  ({result['requests']} ok, {result['errors']} errors, {result['seconds']} s)",
+        flush=True,
+    )
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     texts = make_texts(max(args.requests, 64))
-    ceiling = model_ceiling(args, texts)
+    ceiling = model_ceiling(args, texts) if "embeddings" in args.endpoints else None
     settings: list[dict[str, Any]] = []
-    for batching in (False, True):
+    for batching in (False, True) if "embeddings" in args.endpoints else ():
         extra = ["--max-batch-size", str(args.max_batch_size), "--max-wait-ms", str(args.max_wait_ms)]
         with Server(args.model, batching=batching, extra=extra, torch_threads=args.torch_threads) as server:
-            model_id = server.health["model"]
-            asyncio.run(_load(server.url, model_id, texts, 4, args.warmup, args.max_seconds))  # warm-up, not counted
+            request = embedding_body(server.health["model"], texts)
+            asyncio.run(_load(server.url, request, 4, args.warmup, args.max_seconds))  # warm-up, not counted
             for concurrency in args.concurrency:
-                result = asyncio.run(_load(server.url, model_id, texts, concurrency, args.requests, args.max_seconds))
-                result["batching"] = batching
+                result = asyncio.run(_load(server.url, request, concurrency, args.requests, args.max_seconds))
+                result.update(endpoint="/v1/embeddings", batching=batching)
                 settings.append(result)
-                print(
-                    f"batching={'on ' if batching else 'off'} concurrency={concurrency:>3}: "
-                    f"{result['requests_per_s']:8.1f} req/s  p50 {result['p50_ms']:7.1f} ms  p99 {result['p99_ms']:7.1f} ms"
-                    f"  ({result['requests']} ok, {result['errors']} errors, {result['seconds']} s)",
-                    flush=True,
-                )
+                _report(result)
+    search_settings = run_search(args) if "search" in args.endpoints else []
     by_key = {(s["batching"], s["concurrency"]): s["requests_per_s"] for s in settings}
     top = max(args.concurrency)
-    speedup = by_key[(True, top)] / by_key[(False, top)] if by_key.get((False, top)) else None
+    speedup = by_key[(True, top)] / by_key[(False, top)] if by_key.get((False, top)) and (True, top) in by_key else None
     return {
         "benchmark": "serve",
         "model": args.model,
@@ -250,6 +313,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "torch_threads": args.torch_threads or "torch default (one per core)",
         "machine": machine(),
         "settings": settings,
+        "search": {
+            "endpoint": f"POST /v1/search, one query per request, top_k={args.search_top_k}, mode={args.search_mode}",
+            "documents": args.search_docs,
+            "index": "exact",
+            "rounds": args.search_rounds,
+            "settings": search_settings,
+        } if search_settings else None,
         "speedup_at_max_concurrency": round(speedup, 2) if speedup else None,
         "model_alone": ceiling,
         "max_concurrency": top,
@@ -261,7 +331,7 @@ def markdown_table(result: dict[str, Any]) -> str:
     """The BENCHMARKS.md section: one row per (batching, concurrency)."""
     m = result["machine"]
     lines = [
-        "## Serving: `POST /v1/embeddings` requests/s and latency",
+        "## Serving: `POST /v1/embeddings` and `POST /v1/search` requests/s and latency",
         "",
         f"Model `{result['model']}`, one text per request, {result['requests_per_setting']} requests per setting "
         f"(at most {result['max_seconds_per_setting']:.0f} s), load from {result['load']}. "
@@ -269,9 +339,9 @@ def markdown_table(result: dict[str, Any]) -> str:
         f"({result['torch_threads']} torch threads in the server). "
         f"Batching: up to {result['max_batch_size']} texts, {result['max_wait_ms']} ms wait.",
         "",
-        "| batching | concurrency | requests/s | p50 ms | p99 ms | errors |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
+    if result["settings"]:
+        lines += ["| batching | concurrency | requests/s | p50 ms | p99 ms | errors |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for s in result["settings"]:
         lines.append(
             f"| {'dynamic' if s['batching'] else 'none'} | {s['concurrency']} | {s['requests_per_s']:.1f} "
@@ -280,6 +350,22 @@ def markdown_table(result: dict[str, Any]) -> str:
     if result.get("speedup_at_max_concurrency") is not None:
         lines += ["", f"Dynamic batching at concurrency {result['max_concurrency']}: "
                   f"**{result['speedup_at_max_concurrency']:.1f}×** the unbatched requests/s (target ≥ 5×)."]
+    search = result.get("search")
+    if search:
+        lines += [
+            "",
+            f"`POST /v1/search`: {search['endpoint'].split(', ', 1)[1]}, over {search['documents']} synthetic documents "
+            f"({search['index']} index); search batching off (each request its own query encode and index search) "
+            "and on (concurrent requests share both), alternating, same load client.",
+            "",
+            "| search batching | round | concurrency | requests/s | p50 ms | p99 ms | errors |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for s in search["settings"]:
+            lines.append(
+                f"| {'on' if s['batching'] else 'off'} | {s['round']} | {s['concurrency']} | {s['requests_per_s']:.1f} "
+                f"| {s['p50_ms']:.1f} | {s['p99_ms']:.1f} | {s['errors']} |"
+            )
     alone = result.get("model_alone")
     if alone:
         lines += ["", f"The model alone in the same run (no HTTP, same torch threads): {alone['single_text_per_s']:.0f} texts/s "
@@ -304,6 +390,12 @@ def main() -> int:
         "the load client; 0: torch's own choice, one thread per core)",
     )
     parser.add_argument("--max-batch-size", type=int, default=64)
+    parser.add_argument("--endpoints", nargs="+", choices=["embeddings", "search"], default=["embeddings", "search"],
+                        help="what to measure (default: both)")
+    parser.add_argument("--search-docs", type=int, default=2000, help="documents in the /v1/search collection")
+    parser.add_argument("--search-rounds", type=int, default=2, help="off/on alternations for /v1/search")
+    parser.add_argument("--search-top-k", type=int, default=10)
+    parser.add_argument("--search-mode", default="dense", choices=["dense", "bm25", "hybrid"])
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--out", type=Path, default=None, help="result file (default: bench/results/serve.json)")
     parser.add_argument("--no-markdown", action="store_true", help="do not update BENCHMARKS.md (smoke runs)")

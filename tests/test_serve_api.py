@@ -245,16 +245,19 @@ def _metric(text: str, name: str) -> float:
 
 
 def test_health_metrics_and_open_paths(server: str, tiny_model_dir: Path) -> None:
-    with httpx.Client(base_url=server, timeout=30) as anonymous:  # no key: these stay open
+    with httpx.Client(base_url=server, timeout=30) as anonymous:  # no key: only /health stays open
         health = anonymous.get("/health").json()
         assert health["model"] == tiny_model_dir.name and health["dimension"] == 32 and health["auth"] is True
         assert health["collection"] == {"name": "collection", "size": len(DOCS), "map_url": None}
         assert health["reranker"] == "reranker"
-        metrics = anonymous.get("/metrics")
+        for path in ("/metrics", "/", "/docs", "/openapi.json", "/v1/models"):
+            assert anonymous.get(path).status_code == 401, path
+    with httpx.Client(base_url=server, timeout=30, headers={"Authorization": f"Bearer {KEY}"}) as client:
+        metrics = client.get("/metrics")
         assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
         text = metrics.text
         assert 'embedforge_requests_total{endpoint="/health",method="GET",status="200"}' in text
         assert "embedforge_request_duration_seconds_bucket" in text and "embedforge_batch_size_bucket" in text
-        page = anonymous.get("/")
+    with httpx.Client(base_url=server, timeout=30, auth=("any-user", KEY)) as browser:  # HTTP Basic, as a browser sends it
+        page = browser.get("/")
         assert page.status_code == 200 and 'id="search-form"' in page.text
-        assert anonymous.get("/v1/models").status_code == 401

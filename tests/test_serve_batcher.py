@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -190,3 +191,74 @@ def test_api_key_check() -> None:
     assert not check_api_key("Basic secret-1", keys)
     assert not check_api_key("", keys)
     assert not check_api_key(None, keys)
+    assert check_api_key("Basic " + base64.b64encode(b"anyone:secret-2").decode(), keys)  # a browser's login
+    assert check_api_key("Basic " + base64.b64encode(b":secret-1").decode(), keys)
+    assert not check_api_key("Basic " + base64.b64encode(b"secret-1").decode(), keys)  # no ':': no password
+    assert not check_api_key("Basic " + base64.b64encode(b"secret-1:x").decode(), keys)
+    assert not check_api_key("Basic %%%", keys)
+
+
+class _GatedMerge:
+    """A merge function (items -> one result per item) that blocks its first call until released."""
+
+    def __init__(self, fail_on: str | None = None) -> None:
+        self.calls: list[list[str]] = []
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.fail_on = fail_on
+
+    def __call__(self, items: list[str]) -> list[str]:
+        self.calls.append(list(items))
+        if len(self.calls) == 1:
+            self.entered.set()
+            assert self.release.wait(10)
+        if self.fail_on is not None and self.fail_on in items:
+            raise ValueError(f"bad item {self.fail_on}")
+        return [item.upper() for item in items]
+
+
+def _wait_queued(batcher: MicroBatcher, n: int) -> None:
+    deadline = time.monotonic() + 10
+    while batcher._queue.qsize() < n and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
+def test_merged_calls_with_one_key_share_one_call_and_keep_their_results() -> None:
+    fn = _GatedMerge()
+    batcher = MicroBatcher(_fake_encode, max_batch_size=64, max_wait_ms=50)
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            first = pool.submit(batcher.merged, "k", ["a0"], fn, 10)
+            assert fn.entered.wait(10)  # the worker is busy: the next calls queue up together
+            same = [pool.submit(batcher.merged, "k", [f"s{i}", f"t{i}"], fn, 10) for i in range(4)]
+            other = pool.submit(batcher.merged, "other", ["o"], fn, 10)
+            _wait_queued(batcher, 5)
+            fn.release.set()
+            assert first.result(10) == ["A0"]
+            assert [f.result(10) for f in same] == [[f"S{i}", f"T{i}"] for i in range(4)]
+            assert other.result(10) == ["O"]
+        merged = [call for call in fn.calls if len(call) > 1]
+        assert merged == [[item for i in range(4) for item in (f"s{i}", f"t{i}")]], fn.calls
+        assert ["o"] in fn.calls  # another key: its own call
+    finally:
+        batcher.close()
+
+
+def test_a_failing_merged_call_fails_only_its_own_request() -> None:
+    fn = _GatedMerge(fail_on="bad")
+    batcher = MicroBatcher(_fake_encode, max_batch_size=64, max_wait_ms=50)
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            first = pool.submit(batcher.merged, "k", ["a"], fn, 10)
+            assert fn.entered.wait(10)
+            good = pool.submit(batcher.merged, "k", ["b"], fn, 10)
+            bad = pool.submit(batcher.merged, "k", ["bad"], fn, 10)
+            _wait_queued(batcher, 2)
+            fn.release.set()
+            assert first.result(10) == ["A"] and good.result(10) == ["B"]
+            with pytest.raises(ValueError, match="bad item"):
+                bad.result(10)
+    finally:
+        batcher.close()
+    direct = DirectEncoder(_fake_encode)
+    assert direct.merged("k", ["x", "y"], lambda items: [i * 2 for i in items]) == ["xx", "yy"]

@@ -111,12 +111,14 @@ def test_page_escapes_document_text(page_server: str, tmp_path: Path) -> None:
     assert "&lt;b&gt;markup&lt;/b&gt;" in dom and "<b>markup</b>" not in dom
 
 
-def test_page_asks_for_the_key_when_the_server_needs_one(tiny_model: Any, tmp_path: Path) -> None:
+def test_page_needs_the_key_when_the_server_has_one(tiny_model: Any, tmp_path: Path) -> None:
     config = ServeConfig(model="tiny", api_keys=("page-key",))
     with running_server(create_app(config, model=tiny_model, collection=WordCollection())) as url:
-        dom = _dump_dom(f"{url}/?q=sea+ice", tmp_path)
-    assert "This server needs an API key" in dom
-    assert 'class="hit"' not in dom
+        refused = _dump_dom(f"{url}/?q=sea+ice", tmp_path)
+        host = url.removeprefix("http://")
+        logged_in = _dump_dom(f"http://reader:page-key@{host}/?q=sea+ice", tmp_path)  # the browser's Basic login
+    assert "invalid_api_key" in refused and 'id="search-form"' not in refused
+    assert 'class="hit"' in logged_in, "the page's own search is sent with the browser's login"
 
 
 def test_page_without_collection_says_so(tiny_model: Any, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from embedforge.serve.config import ServeConfig
 __all__ = ["register", "config_from_args"]
 
 _DEFAULTS = ServeConfig()
+API_KEY_ENV = "EMBEDFORGE_API_KEY"  # comma-separated keys; keeps them out of the process list (`ps`)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -32,8 +33,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--api-key",
         action="append",
         metavar="KEY",
-        help="require 'Authorization: Bearer KEY' on /v1/*; repeat for several keys; "
-        "default: $EMBEDFORGE_API_KEY if set, else no key",
+        help="require 'Authorization: Bearer KEY' on every route but /health; repeat for several keys; "
+        "default: $EMBEDFORGE_API_KEY (comma-separated) if set, else no key. Prefer the variable: "
+        "a key on the command line is visible to every user of the machine (ps)",
+    )
+    p.add_argument(
+        "--allowed-hosts",
+        metavar="HOSTS",
+        help="comma-separated Host names the server answers to, e.g. 'api.example.com,*.example.com' "
+        "(others get 400; guards against DNS rebinding); default: any",
     )
     p.add_argument(
         "--model-alias",
@@ -61,11 +69,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument(
         "--max-text-chars", type=int, metavar="N", default=_DEFAULTS.max_text_chars, help="characters per text (default: %(default)s)"
     )
+    p.add_argument(
+        "--no-search-batching", action="store_true", help="search each /v1/search request on its own (for comparison)"
+    )
+    p.add_argument(
+        "--max-header-bytes",
+        type=int,
+        metavar="N",
+        default=_DEFAULTS.max_header_bytes,
+        help="largest request head (request line + headers); larger: 431 (default: %(default)s)",
+    )
+    p.add_argument(
+        "--keep-alive",
+        type=int,
+        metavar="S",
+        default=_DEFAULTS.keep_alive_s,
+        help="seconds an idle keep-alive connection stays open (default: %(default)s)",
+    )
     p.set_defaults(func=run)
 
 
 def config_from_args(args: argparse.Namespace) -> ServeConfig:
-    keys = args.api_key or ([os.environ["EMBEDFORGE_API_KEY"]] if os.environ.get("EMBEDFORGE_API_KEY") else [])
+    keys = args.api_key or _split(os.environ.get(API_KEY_ENV, ""))
     return ServeConfig(
         model=args.model,
         collection=args.collection,
@@ -80,7 +105,16 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         max_inputs=args.max_inputs,
         max_text_chars=args.max_text_chars,
         torch_threads=args.torch_threads,
+        search_batching=not args.no_search_batching,
+        allowed_hosts=tuple(_split(args.allowed_hosts or "")),
+        max_header_bytes=args.max_header_bytes,
+        keep_alive_s=args.keep_alive,
     )
+
+
+def _split(value: str) -> list[str]:
+    """``"a, b,"`` -> ``["a", "b"]``."""
+    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 def run(args: argparse.Namespace) -> int:

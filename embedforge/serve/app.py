@@ -35,15 +35,11 @@ logger = logging.getLogger(__name__)
 
 
 def load_reranker(path: str) -> CrossEncoder:
-    """A sentence-transformers CrossEncoder from a local directory, on CPU."""
-    from sentence_transformers import CrossEncoder
+    """A sentence-transformers CrossEncoder from a local directory, on CPU (:func:`embedforge.rerank.model.load_cross_encoder`)."""
+    from embedforge.rerank.model import load_cross_encoder
 
-    from embedforge.errors import InputError
-
-    try:
-        return CrossEncoder(path, local_files_only=True, device="cpu")
-    except Exception as err:
-        raise InputError(f"could not load the reranker (a CrossEncoder directory): {type(err).__name__}: {err}", path) from err
+    reranker: CrossEncoder = load_cross_encoder(path)
+    return reranker
 
 
 def create_app(
@@ -95,6 +91,10 @@ def create_app(
     install_error_handlers(app)
     app.include_router(router)
     endpoints = frozenset(path for route in router.routes if "{" not in (path := getattr(route, "path", "{")))
+    if config.allowed_hosts:  # inside ApiMiddleware: a refused Host is counted in /metrics like any request
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(config.allowed_hosts))
     app.add_middleware(
         ApiMiddleware,
         metrics=metrics,

@@ -14,6 +14,10 @@ Hugging Face fast tokenizer from being used by two threads at once, which it doe
 :class:`DirectEncoder` has the same interface without batching (one encode per request, under a
 lock); it is the baseline the benchmark compares against and what ``--no-batching`` serves.
 
+:meth:`MicroBatcher.merged` does the same for other model work whose inputs can be concatenated:
+concurrent ``/v1/search`` requests with the same options become one search over all their
+queries (one query encode, one index search).
+
 Written here rather than taken from a library: sentence-transformers has multi-process encoding
 for large offline jobs but nothing that merges concurrent small requests.
 """
@@ -25,20 +29,21 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-__all__ = ["EncodeFn", "Encoder", "MicroBatcher", "DirectEncoder", "BatchCallback"]
+__all__ = ["EncodeFn", "MergeFn", "Encoder", "MicroBatcher", "DirectEncoder", "BatchCallback"]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 EncodeFn = Callable[[list[str]], np.ndarray]  # texts -> (len(texts), dim)
 BatchCallback = Callable[[int, int], None]  # (texts in the forward pass, requests merged into it)
+MergeFn = Callable[[list[Any]], Sequence[Any]]  # items -> one result per item, in order
 
 
 class Encoder(Protocol):
@@ -47,6 +52,8 @@ class Encoder(Protocol):
     def embed(self, texts: Sequence[str], timeout: float | None = None) -> np.ndarray: ...
 
     def call(self, fn: Callable[[], T], timeout: float | None = None) -> T: ...
+
+    def merged(self, key: Hashable, items: Sequence[Any], fn: MergeFn, timeout: float | None = None) -> list[Any]: ...
 
     def close(self) -> None: ...
 
@@ -62,6 +69,15 @@ class _Job:
 class _Call:
     fn: Callable[[], Any]
     future: Future[Any] = field(default_factory=Future)
+
+
+@dataclass
+class _Merge:
+    key: Hashable
+    items: list[Any]
+    fn: MergeFn
+    future: Future[list[Any]] = field(default_factory=Future)
+    queued_at: float = field(default_factory=time.monotonic)
 
 
 _STOP = object()
@@ -107,6 +123,7 @@ class MicroBatcher:
         self._on_batch = on_batch
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._last_batch_requests = 1  # requests merged into the last encode call (worker thread only)
+        self._last_merge_requests = 1  # requests in the last round of merged calls (worker thread only)
         self._closed = False
         self._close_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -130,6 +147,18 @@ class MicroBatcher:
         self._put(job)
         return _wait(job.future, timeout)
 
+    def merged(self, key: Hashable, items: Sequence[Any], fn: MergeFn, timeout: float | None = None) -> list[Any]:
+        """``fn(items)`` on the worker thread, merged with concurrent calls of an equal ``key``.
+
+        Calls with equal keys must mean the same ``fn``: one call runs ``fn`` over all their
+        items (up to ``max_batch_size`` items, gathered as embeddings are), and each gets its own
+        results back. When a merged call fails, each is retried on its own, so one request's error
+        is not another's.
+        """
+        job = _Merge(key, list(items), fn)
+        self._put(job)
+        return _wait(job.future, timeout)
+
     def close(self, timeout: float | None = 10.0) -> None:
         """Finish what is queued, then stop the worker. Later submissions raise RuntimeError."""
         with self._close_lock:
@@ -139,7 +168,7 @@ class MicroBatcher:
             self._queue.put(_STOP)
         self._thread.join(timeout)
 
-    def _put(self, job: _Job | _Call) -> None:
+    def _put(self, job: _Job | _Call | _Merge) -> None:
         with self._close_lock:
             if self._closed:
                 raise RuntimeError("the batcher is closed")
@@ -156,6 +185,9 @@ class MicroBatcher:
             if isinstance(item, _Call):
                 self._run_call(item)
                 continue
+            if isinstance(item, _Merge):
+                self._run_merges(self._gather_merges(item, carry))
+                continue
             batch = [item]
             size = len(item.texts)
             # The wait counts from when the first request arrived: one queued while the worker was
@@ -170,12 +202,58 @@ class MicroBatcher:
                     nxt = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if nxt is _STOP or isinstance(nxt, _Call) or size + len(nxt.texts) > self.max_batch_size:
+                if not isinstance(nxt, _Job) or size + len(nxt.texts) > self.max_batch_size:
                     carry.append(nxt)
                     break
                 batch.append(nxt)
                 size += len(nxt.texts)
             self._run_batch(batch)
+
+    def _gather_merges(self, first: _Merge, carry: collections.deque[Any]) -> dict[Hashable, list[_Merge]]:
+        """``first`` and the merge jobs queued with it (the same wait rule as embeddings), by key."""
+        groups: dict[Hashable, list[_Merge]] = {first.key: [first]}
+        size = len(first.items)
+        wait = self.max_wait_s if self._last_merge_requests > 1 else 0.0
+        deadline = first.queued_at + wait
+        while size < self.max_batch_size:
+            remaining = deadline - time.monotonic()
+            try:
+                nxt = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if not isinstance(nxt, _Merge) or size + len(nxt.items) > self.max_batch_size:
+                carry.append(nxt)
+                break
+            groups.setdefault(nxt.key, []).append(nxt)
+            size += len(nxt.items)
+        self._last_merge_requests = sum(len(group) for group in groups.values())
+        return groups
+
+    @staticmethod
+    def _run_merges(groups: dict[Hashable, list[_Merge]]) -> None:
+        for group in groups.values():
+            live = [job for job in group if job.future.set_running_or_notify_cancel()]
+            if not live:
+                continue
+            items = [item for job in live for item in job.items]
+            try:
+                out = list(live[0].fn(items))
+                if len(out) != len(items):
+                    raise RuntimeError(f"a merged call returned {len(out)} results for {len(items)} items")
+            except Exception as err:
+                if len(live) == 1:
+                    live[0].future.set_exception(err)
+                    continue
+                for job in live:  # one request's error must not fail the others merged with it
+                    try:
+                        job.future.set_result(list(job.fn(job.items)))
+                    except Exception as single_err:
+                        job.future.set_exception(single_err)
+                continue
+            start = 0
+            for job in live:
+                job.future.set_result(out[start : start + len(job.items)])
+                start += len(job.items)
 
     @staticmethod
     def _run_call(item: _Call) -> None:
@@ -244,6 +322,10 @@ class DirectEncoder:
             return fn()
         finally:
             self._lock.release()
+
+    def merged(self, key: Hashable, items: Sequence[Any], fn: MergeFn, timeout: float | None = None) -> list[Any]:
+        """``fn(items)`` under the lock: no merging without batching."""
+        return self.call(lambda: list(fn(list(items))), timeout)
 
     def close(self) -> None:
         pass

@@ -24,7 +24,7 @@ class ServeConfig:
     reranker: str | None = None  # a sentence-transformers CrossEncoder directory for /v1/rerank; none: bi-encoder cosine
     host: str = "127.0.0.1"  # loopback only by default; 0.0.0.0 exposes the server to the network
     port: int = 8000  # the usual port of local model servers
-    api_keys: tuple[str, ...] = ()  # accepted Bearer keys for /v1/*; empty: no authentication
+    api_keys: tuple[str, ...] = ()  # accepted Bearer keys for every route but /health; empty: no authentication
     model_aliases: tuple[str, ...] = ()  # extra names /v1/embeddings accepts as `model` (e.g. "text-embedding-3-small")
     batching: bool = True  # dynamic micro-batching of concurrent requests; False: one encode per request
     max_batch_size: int = 64  # most texts one forward pass takes (the batcher groups requests up to this)
@@ -35,9 +35,14 @@ class ServeConfig:
     normalize: bool = True  # L2-normalise embeddings, as OpenAI's are (dot product = cosine)
     request_timeout_s: float = 120.0  # longest a request waits for its encode before a 503
     torch_threads: int | None = None  # torch intra-op threads, set at startup; None: leave torch's default (one per core)
+    search_batching: bool = True  # concurrent /v1/search requests share one query encode and index search; False: one each
+    allowed_hosts: tuple[str, ...] = ()  # accepted Host headers ("*.example.com" wildcards); empty: any (Starlette's TrustedHostMiddleware)
+    max_header_bytes: int = 16 * 1024  # request line + headers; larger -> 431 and the connection closed, before any key check (h11's and Node's default)
+    header_timeout_s: float = 10.0  # longest a connection may take to send a complete request head (slow-client guard); then it is closed
+    keep_alive_s: int = 5  # seconds; an idle keep-alive connection is closed after this long (uvicorn's default)
 
     def __post_init__(self) -> None:
-        for name in ("max_batch_size", "max_inputs", "max_text_chars", "max_body_bytes"):
+        for name in ("max_batch_size", "max_inputs", "max_text_chars", "max_body_bytes", "max_header_bytes"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_wait_ms < 0:
@@ -48,6 +53,11 @@ class ServeConfig:
             raise InputError(f"torch_threads must be >= 1, got {self.torch_threads}")
         if any(not key for key in self.api_keys):
             raise InputError("an API key must not be empty")
+        if any(not host for host in self.allowed_hosts):
+            raise InputError("an allowed host must not be empty")
+        for name in ("header_timeout_s", "keep_alive_s"):
+            if not getattr(self, name) > 0:
+                raise InputError(f"{name} must be > 0, got {getattr(self, name)}")
 
     def replace(self, **changes: object) -> ServeConfig:
         """A copy with some fields changed (validated again)."""

@@ -1,7 +1,7 @@
 """Every error leaves the server in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``.
 
 ``type`` is ``invalid_request_error`` for 4xx and ``server_error`` for 5xx, as OpenAI's API uses
-them; ``code`` is a stable reason clients can branch on (the table is in README_SECTION.md).
+them; ``code`` is a stable reason clients can branch on (the table is in the README's server section).
 """
 
 from __future__ import annotations
@@ -73,23 +73,29 @@ def error_response(
 _INPUT_TYPES = "a string, a list of strings, a list of token ids (integers) or a list of token-id lists"
 
 
-def _param(loc: Sequence[Any]) -> str | None:
-    """``("body", "texts_1", 3)`` -> ``"texts_1[3]"``; the ``input`` union's branch names are dropped."""
-    parts = list(loc[1:] if loc and loc[0] == "body" else loc)
+def _text_param(loc: Sequence[Any]) -> str | None:
+    """``("body", "texts_1", 3)`` -> ``"texts_1[3]"``; union branch names (``list[...]``, ``function-after[...]``) are dropped."""
+    parts = [p for p in (loc[1:] if loc and loc[0] == "body" else loc) if isinstance(p, int) or "[" not in str(p)]
     if not parts:
         return None
-    if parts[0] == "input":
-        return "input"
-    out = str(parts[0])
-    for part in parts[1:]:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return out
+    return str(parts[0]) + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts[1:])
+
+
+def _param(loc: Sequence[Any]) -> str | None:
+    """As :func:`_text_param`, but a type error in the ``input`` union names ``input`` alone (which branch was meant is a guess)."""
+    param = _text_param(loc)
+    return "input" if param is not None and param.startswith("input") else param
 
 
 def _validation_response(err: RequestValidationError) -> JSONResponse:
     errors = list(err.errors())
     if any(e.get("type") == "json_invalid" for e in errors):
         return error_response(400, "the request body is not valid JSON", code="invalid_json")
+    # Unencodable text (a lone surrogate) first: in a union it sits among the other branches' type errors.
+    bad_text = next((e for e in errors if e.get("type") == "invalid_text"), None)
+    if bad_text is not None:
+        param = _text_param(bad_text.get("loc", ()))
+        return error_response(400, f"'{param}': {bad_text.get('msg')}", code="invalid_text", param=param)
     first = errors[0] if errors else {}
     loc = first.get("loc", ())
     param = _param(loc)

@@ -2,11 +2,20 @@
 
 Order matters and is fixed here: the request is timed and counted whatever happens; the API key
 is checked before the body is read (an unauthenticated client learns nothing about its JSON);
-the body limit applies before the body is parsed.
+the body limit applies before the body is parsed. (The request head's size and time are bounded
+earlier still, in the HTTP protocol: :mod:`embedforge.serve.limits`.)
+
+With keys set, every route but ``/health`` needs one: the API, the page, ``/map`` (the corpus's
+texts), ``/metrics``, ``/docs``, ``/redoc`` and ``/openapi.json``. API clients send
+``Authorization: Bearer KEY``; a browser, which cannot add that header to a page load, is asked
+for HTTP Basic credentials (any user name, the key as password) and then sends them with the
+page's own requests too.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import logging
 import time
@@ -18,24 +27,32 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from embedforge.serve.errors import error_response
 from embedforge.serve.metrics import Metrics
 
-__all__ = ["ApiMiddleware", "check_api_key", "PROTECTED_PREFIX"]
+__all__ = ["ApiMiddleware", "check_api_key", "OPEN_PATHS", "API_PREFIX"]
 
 logger = logging.getLogger(__name__)
 
-PROTECTED_PREFIX = "/v1/"  # what needs a key; /, /health, /metrics and the page's files stay open
+OPEN_PATHS = frozenset({"/health"})  # what needs no key even when keys are set (liveness probes)
+API_PREFIX = "/v1/"  # API routes answer a missing key with a Bearer challenge, the others with Basic (browsers ask)
 
 
 def check_api_key(header: str | None, keys: Sequence[bytes]) -> bool:
-    """Whether ``header`` is ``Bearer KEY`` with one of ``keys``, compared in constant time.
+    """Whether ``header`` is ``Bearer KEY`` or ``Basic base64(ANY_USER:KEY)`` with one of ``keys``, in constant time.
 
     Every key is compared (no early exit), so the time taken does not tell which one was close.
     """
     if not header:
         return False
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer":
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(token.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return False
+        given = decoded.partition(b":")[2]
+    elif scheme.lower() == "bearer":
+        given = token.strip().encode("latin-1")  # the header's own decoding: any byte string round-trips
+    else:
         return False
-    given = token.strip().encode("utf-8")
     ok = False
     for key in keys:
         ok |= hmac.compare_digest(given, key)
@@ -96,7 +113,7 @@ class ApiMiddleware:
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if self.keys and scope["path"].startswith(PROTECTED_PREFIX) and scope["method"] != "OPTIONS":
+        if self.keys and scope["path"] not in OPEN_PATHS and scope["method"] != "OPTIONS":
             header = headers.get("authorization")
             if not check_api_key(header, self.keys):
                 message = (
@@ -104,9 +121,9 @@ class ApiMiddleware:
                     if not header
                     else "invalid API key"
                 )
-                response = error_response(
-                    401, message, code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"}
-                )
+                api = scope["path"].startswith(API_PREFIX)
+                challenge = "Bearer" if api else 'Basic realm="embedforge", charset="UTF-8"'
+                response = error_response(401, message, code="invalid_api_key", headers={"WWW-Authenticate": challenge})
                 await response(scope, receive, send)
                 return
         length = headers.get("content-length")

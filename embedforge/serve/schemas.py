@@ -12,9 +12,22 @@ wrong JSON type is a 422 rather than a silent coercion.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from embedforge.errors import InputError
+from embedforge.io import MAX_TEXT_CHARS, check_text
 
 __all__ = [
     "HitLike",
@@ -68,6 +81,40 @@ class CollectionLike(Protocol):
 
 # ---- requests ----
 
+INVALID_TEXT = "invalid_text"  # the pydantic error type (and the API's error code) of unencodable text
+
+
+def _valid_text(value: str) -> str:
+    """``value`` unless it holds a lone UTF-16 surrogate (``"\\ud800"`` from a JSON escape).
+
+    Such a string cannot be tokenised nor written back as UTF-8, so every string of a request is
+    checked here, and the error handler answers 400 ``invalid_text`` naming the field. Lengths
+    are checked later, with the server's own limit (``text_too_long``), hence the slices.
+    """
+    for start in range(0, len(value), MAX_TEXT_CHARS):
+        try:
+            check_text(value[start : start + MAX_TEXT_CHARS])
+        except InputError as err:
+            raise PydanticCustomError(INVALID_TEXT, err.message) from None
+    return value
+
+
+def _valid_json(value: Any) -> Any:
+    """Every string (key or value) inside a JSON value through :func:`_valid_text`."""
+    if isinstance(value, str):
+        _valid_text(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _valid_text(key)
+            _valid_json(item)
+    elif isinstance(value, list):
+        for item in value:
+            _valid_json(item)
+    return value
+
+
+Text = Annotated[StrictStr, AfterValidator(_valid_text)]  # a JSON string that is valid Unicode
+
 
 class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore")  # unknown fields are ignored, as OpenAI does
@@ -76,42 +123,48 @@ class _Request(BaseModel):
 class EmbeddingRequest(_Request):
     """``POST /v1/embeddings``: OpenAI's request body."""
 
-    input: StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]] = Field(
+    input: Text | list[Text] | list[StrictInt] | list[list[StrictInt]] = Field(
         description="a text, a list of texts, a list of token ids, or a list of token-id lists"
     )
-    model: StrictStr = Field(description="the served model's id (see /v1/models) or an accepted alias")
+    model: Text = Field(description="the served model's id (see /v1/models) or an accepted alias")
     encoding_format: Literal["float", "base64"] = "float"  # base64: little-endian float32 bytes
     dimensions: StrictInt | None = None  # keep the first N dimensions and renormalise
-    user: StrictStr | None = None  # accepted and ignored
+    user: Text | None = None  # accepted and ignored
 
 
 class SearchRequest(_Request):
     """``POST /v1/search``: one query or several over the served collection."""
 
-    query: StrictStr | list[StrictStr]
+    query: Text | list[Text]
     top_k: StrictInt = Field(default=10, ge=1, le=1000)  # hits per query
-    mode: StrictStr = "dense"  # dense | bm25 | hybrid, as the collection supports
-    where: dict[str, Any] | None = None  # metadata filter, e.g. {"year": {"$gte": 2020}} (see embedforge.search.match_metadata)
-    fusion: StrictStr | None = None  # hybrid only: "score" (default) or "rrf"
+    mode: Text = "dense"  # dense | bm25 | hybrid, as the collection supports
+    where: dict[str, Any] | None = None  # metadata filter, e.g. {"year": {"$gte": 2020}} (see embedforge.query.match_metadata)
+    fusion: Text | None = None  # hybrid only: "score" (default) or "rrf"
     rerank: StrictBool = False  # re-score the top hits with the server's cross-encoder (--reranker)
+
+    @field_validator("where")
+    @classmethod
+    def _where_is_valid_text(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        _valid_json(value)
+        return value
 
 
 class RerankRequest(_Request):
     """``POST /v1/rerank``: order ``documents`` by relevance to ``query``."""
 
-    query: StrictStr
-    documents: list[StrictStr]
+    query: Text
+    documents: list[Text]
     top_n: StrictInt | None = Field(default=None, ge=1)  # keep the best N; default: all
     return_documents: StrictBool = True  # include each document's text in the results
-    model: StrictStr | None = None  # accepted and ignored: the server has one reranker
+    model: Text | None = None  # accepted and ignored: the server has one reranker
 
 
 class SimilarityRequest(_Request):
     """``POST /v1/similarity``: cosine similarity of every text in ``texts_1`` with every one in ``texts_2``."""
 
-    texts_1: list[StrictStr]
-    texts_2: list[StrictStr] | None = None  # default: texts_1 against itself
-    model: StrictStr | None = None  # accepted and ignored: the server has one model
+    texts_1: list[Text]
+    texts_2: list[Text] | None = None  # default: texts_1 against itself
+    model: Text | None = None  # accepted and ignored: the server has one model
 
 
 # ---- responses ----

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from embedforge.serve.config import ServeConfig
+from embedforge.serve.limits import uvicorn_config
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -43,7 +44,7 @@ def serve(config: ServeConfig, *, log_level: str = "info") -> None:
         logger.warning("listening on %s without an API key: anyone who can reach it can use it", config.host)
     host = f"[{config.host}]" if ":" in config.host else config.host
     print(f"embedforge: serving {config.model} at http://{host}:{config.port}/v1 (web page at /; Ctrl-C stops)", file=sys.stderr)
-    uvicorn.run(app, host=config.host, port=config.port, log_level=log_level, access_log=False)
+    uvicorn.Server(uvicorn_config(app, config, host=config.host, port=config.port, log_level=log_level, access_log=False)).run()
 
 
 @contextlib.contextmanager
@@ -52,12 +53,15 @@ def running_server(
 ) -> Iterator[str]:
     """Serve ``app`` on a background thread; yields its base URL and always stops it on exit.
 
+    The connection limits are those of the app's :class:`ServeConfig` (``app.state.config``).
     ``port=0`` lets the OS pick a free port (no race between picking and binding).
     """
     import uvicorn
 
+    config = getattr(app.state, "config", None)
+    limits = config if isinstance(config, ServeConfig) else ServeConfig()
     server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")
+        uvicorn_config(app, limits, host=host, port=port, log_level="warning", access_log=False, lifespan="on")
     )
     thread = threading.Thread(target=server.run, name="embedforge-uvicorn", daemon=True)
     thread.start()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import json
 import logging
 import os
 import threading
@@ -22,11 +23,13 @@ import numpy as np
 from embedforge.encode import encode
 from embedforge.errors import InputError
 from embedforge.models import BUNDLED_MODELS, embedding_dim, resolve_model
+from embedforge.rerank.model import pair_scores
 from embedforge.serve.batcher import DirectEncoder, Encoder, MicroBatcher
 from embedforge.serve.config import ServeConfig
 from embedforge.serve.errors import ApiError
 from embedforge.serve.metrics import Metrics
 from embedforge.serve.schemas import CollectionLike, HitLike
+from embedforge.vectors import l2_normalize
 
 if TYPE_CHECKING:
     from sentence_transformers import CrossEncoder, SentenceTransformer
@@ -65,9 +68,7 @@ def truncate_dimensions(vectors: np.ndarray, dimensions: int) -> np.ndarray:
 
     Meaningful for models trained with a Matryoshka loss; for others it is a lossy projection.
     """
-    out = np.ascontiguousarray(vectors[:, :dimensions], dtype=np.float32)  # (n, dimensions)
-    norms = np.linalg.norm(out, axis=1, keepdims=True)  # (n, 1)
-    return out / np.maximum(norms, 1e-12)
+    return l2_normalize(vectors[:, :dimensions])  # (n, dimensions)
 
 
 def to_base64(vector: np.ndarray) -> str:
@@ -293,10 +294,18 @@ class Service:
         options: dict[str, Any] = {k: v for k, v in (("where", where), ("fusion", fusion)) if v is not None}
         if rerank:
             options["rerank"] = reranker
+
+        def run(batch: list[str]) -> Sequence[Sequence[HitLike]]:
+            return collection.search(batch, top_k=top_k, mode=mode, model=self.collection_model, **options)
+
         try:
-            return self._on_model_thread(
-                lambda: collection.search(queries, top_k=top_k, mode=mode, model=self.collection_model, **options)
-            )
+            if not self.config.search_batching:
+                return self._on_model_thread(lambda: run(queries))
+            # Concurrent requests with the same options share one search: one query encode, one index search.
+            key = ("search", top_k, mode, fusion, rerank, json.dumps(where, sort_keys=True))
+            return self.encoder.merged(key, queries, run, timeout=self.config.request_timeout_s)
+        except TimeoutError as err:
+            raise ApiError(503, "timed out waiting for the model; try again", code="timeout") from err
         except (InputError, ValueError) as err:
             raise ApiError(400, str(err), code="invalid_search") from err
 
@@ -305,16 +314,14 @@ class Service:
         self.check_texts([query], "query")
         self.check_texts(documents, "documents")
         reranker = self.reranker
-        if reranker is not None:
+        if reranker is not None:  # the scorer of `embedforge search --rerank` and /v1/search: same pair, same score
             pairs = [(query, doc) for doc in documents]
-            scores = self._on_model_thread(
-                lambda: reranker.predict(pairs, batch_size=self.config.max_batch_size, show_progress_bar=False)
-            )
-            return np.asarray(scores, dtype=np.float32).reshape(-1), "cross-encoder"
+            scores = self._on_model_thread(lambda: pair_scores(reranker, pairs, batch_size=self.config.max_batch_size))
+            return scores, "cross-encoder"
         vectors = self.cosine_ready(self.embed([query, *documents]))  # (1 + n, dim)
         return vectors[1:] @ vectors[0], "bi-encoder-cosine"  # (n,)
 
     def cosine_ready(self, vectors: np.ndarray) -> np.ndarray:
         if self.config.normalize:
             return vectors
-        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return l2_normalize(vectors)
