@@ -6,12 +6,13 @@ and show, on held-out texts, whether the result beats the model it started from.
 2. Score the base model on the held-out texts with the intent labels: same-intent retrieval
    (precision@1, MAP@10) and k-means clustering (V-measure, k = 77); STS-B test as a forgetting
    check when ``--data-dir`` holds it.
-3. ``adapt`` label-free (texts only): it tries unsupervised SimCSE and random crops within the
-   budget, measures them on pseudo-queries built from its own held-out slice, and keeps the base
+3. ``adapt`` label-free (texts only): it tries unsupervised SimCSE and random crops, 60 steps
+   each (a work budget: every machine trains the same amount and decides the same; only the time
+   differs, and each run prints its expected duration first), measures them on pseudo-queries built from its own held-out slice, and keeps the base
    model unless a candidate wins beyond noise.
 4. ``adapt`` again with a small labelled slice — 10 texts per intent with their intent, the way a
-   user would label a few examples: adapt trains on same-intent pairs of 8 of them and measures
-   same-intent retrieval among the other 2 per intent.
+   user would label a few examples: adapt trains one pass over same-intent pairs of 8 of them and
+   measures same-intent retrieval among the other 2 per intent.
 5. Score both results like the base, print adapt's decisions and a few example searches.
 """
 
@@ -29,12 +30,17 @@ from typing import Any
 import numpy as np
 
 from embedforge.adapt import AdaptConfig, LabelledTexts, adapt
+from embedforge.adapt.planner import read_budget
+from embedforge.cli.adapt import progress_lines
 from embedforge.corpus import Document
 from embedforge.encode import encode
 from embedforge.errors import InputError
+from embedforge.io import DATA_ENV, DEV_DATA_DIR, default_data_dir
 from embedforge.models import load_model
 
 HELD_OUT = 1500
+LABEL_FREE_BUDGET = "60steps"  # per candidate: above adapt's 50-step floor for a label-free estimate
+LABELLED_BUDGET = "1epoch"  # one pass over the labelled pairs: what a supervised estimate needs
 EXAMPLE_QUERIES = (
     "my new card still hasn't arrived",
     "why did I pay a fee for taking out cash?",
@@ -76,16 +82,55 @@ def labelled_texts(rows: list[tuple[str, str]], per_intent: int, seed: int = 0) 
     return LabelledTexts(texts, labels, source="demo labelled slice")
 
 
+DemoRun = tuple[str, str, AdaptConfig, "LabelledTexts | None", str]  # label, tag, config, labelled texts, budget text
+
+
+def demo_runs(budget: str, labelled_budget: str, pairs: LabelledTexts, per_intent: int, **overrides: Any) -> list[DemoRun]:
+    """The demo's two adapt runs: label-free (SimCSE, crops) and supervised on the labelled texts.
+    ``overrides``: other :class:`AdaptConfig` settings (the tests' tiny corpora)."""
+    free, labelled = read_budget(budget), read_budget(labelled_budget)
+    common: dict[str, Any] = {"max_length": 64, "batch_size": 32, "seed": 0, **overrides}
+    return [
+        ("adapt, label-free", "label-free", AdaptConfig(
+            budget_seconds=free.seconds, budget_steps=free.steps, budget_epochs=free.epochs,
+            candidates=("simcse", "crops"), **common), None, budget),
+        (f"adapt, {per_intent} labelled texts/intent", "labelled", AdaptConfig(
+            budget_seconds=labelled.seconds, budget_steps=labelled.steps, budget_epochs=labelled.epochs,
+            candidates=("supervised",), **common), pairs, labelled_budget),
+    ]
+
+
+def run_adapts(model: str, docs: list[Document], runs: list[DemoRun], out: Path,
+               sts_dir: Path | None) -> dict[str, dict[str, Any]]:
+    """Run each of ``runs`` (see :func:`demo_runs`) on ``docs``: label -> chosen, reason, seconds, steps, ..."""
+    info: dict[str, dict[str, Any]] = {}
+    for label, tag, config, run_pairs, _budget in runs:
+        start = time.perf_counter()
+        res = adapt(model, docs, out / f"model-{tag}", config, pairs=run_pairs, data_dir=sts_dir, overwrite=True)
+        info[label] = {"chosen": res.chosen, "reason": res.decision.reason, "seconds": time.perf_counter() - start,
+                       "report": res.report_dir, "output": res.output,
+                       "steps": {r.name: r.steps for r in res.plan.runs},
+                       "scores": res.report["models"]}
+    return info
+
+
 def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data-dir", default="../shared/data", help="STS-B for the forgetting checks (skipped without it)")
+    ap.add_argument("--data-dir", default=default_data_dir(),
+                    help=f"STS-B for the forgetting checks (default: ${DATA_ENV}, else {DEV_DATA_DIR} when it exists; "
+                         "skipped without one)")
     ap.add_argument("--output", default="demo-output")
-    ap.add_argument("--budget", type=float, default=200.0, help="seconds for the label-free adapt run (default 200)")
-    ap.add_argument("--labelled-budget", type=float, default=300.0,
-                    help="seconds for the labelled adapt run (default 300: mining hard negatives takes ~1 min of it)")
+    # Work budgets, not seconds: every machine trains the same amount and reaches the same decision;
+    # a slower or busier one only takes longer (a time budget fitted half the steps on a busy machine
+    # and kept the base in both runs). Each run prints its expected duration before it trains.
+    ap.add_argument("--budget", default=LABEL_FREE_BUDGET,
+                    help="label-free adapt run: steps / epochs per candidate and/or a time, as `adapt --budget` "
+                         "(default %(default)s)")
+    ap.add_argument("--labelled-budget", default=LABELLED_BUDGET,
+                    help="labelled adapt run, as --budget (default %(default)s: one pass over the labelled pairs)")
     ap.add_argument("--per-intent", type=int, default=10, help="labelled texts per intent for the second run")
     args = ap.parse_args(argv)
     console = Console()
@@ -98,14 +143,15 @@ def main(argv: list[str] | None = None) -> int:
     docs = [Document(str(i), t) for i, (t, _) in enumerate(train)]
     console.print(f"[bold]Banking77[/]: {len(train)} training texts (labels unused), {len(held)} held-out texts")
 
-    data_dir = Path(args.data_dir)
+    data_dir = Path(args.data_dir or ".")
     stsb = None
-    if (data_dir / "sts" / "STSBenchmark").is_dir():
+    if args.data_dir and (data_dir / "sts" / "STSBenchmark").is_dir():
         from embedforge.evaluate.sts import load_stsb
 
         stsb = load_stsb(data_dir, "test")
     else:
-        console.print(f"[yellow]no STS-B under {data_dir}: the forgetting checks are skipped[/]")
+        where = args.data_dir or f"a data folder (set ${DATA_ENV} or pass --data-dir)"
+        console.print(f"[yellow]no STS-B under {where}: the forgetting checks are skipped[/]")
 
     held_vectors: dict[str, np.ndarray] = {}
 
@@ -127,25 +173,19 @@ def main(argv: list[str] | None = None) -> int:
     results["base"] = score("base", "minilm")
 
     pairs = labelled_texts(train, args.per_intent)
-    runs = [
-        ("adapt, label-free", "label-free", AdaptConfig(budget_seconds=args.budget, candidates=("simcse", "crops"), max_length=64,
-                                                        batch_size=32, seed=0), None),
-        (f"adapt, {args.per_intent} labelled texts/intent", "labelled",
-         AdaptConfig(budget_seconds=args.labelled_budget, candidates=("supervised",), max_length=64, batch_size=32, seed=0), pairs),
-    ]
+    runs = demo_runs(args.budget, args.labelled_budget, pairs, args.per_intent)
     sts_dir = data_dir if stsb is not None else None
-    for label, tag, config, run_pairs in runs:
+    for label, _tag, _config, run_pairs, budget_text in runs:
         extra = f" with {len(run_pairs)} labelled texts" if run_pairs is not None else ""
-        console.print(f"[bold]{label}[/]: embedforge adapt{extra}, budget {config.budget_seconds:.0f} s ...")
-        start = time.perf_counter()
+        console.print(f"[bold]{label}[/]: embedforge adapt{extra}, budget {budget_text} "
+                      "(its plan, with the expected duration measured here, follows) ...")
         try:
-            res = adapt("minilm", docs, out / f"model-{tag}", config, pairs=run_pairs, data_dir=sts_dir, overwrite=True)
-        except InputError as err:  # e.g. a machine slower than this budget assumes: say so, go on
-            console.print(f"[red]{label}: {err}[/] (a slower machine: `python -m embedforge.demo --budget S --labelled-budget S`)")
+            with progress_lines():
+                info.update(run_adapts("minilm", docs, [r for r in runs if r[0] == label], out, sts_dir))
+        except InputError as err:  # e.g. a budget too small for any candidate: say so, go on
+            console.print(f"[red]{label}: {err}[/] (other budgets: `python -m embedforge.demo --budget B --labelled-budget B`)")
             continue
-        info[label] = {"chosen": res.chosen, "reason": res.decision.reason, "seconds": time.perf_counter() - start,
-                       "report": res.report_dir, "output": res.output}
-        results[label] = score(label, str(res.output))
+        results[label] = score(label, str(info[label]["output"]))
 
     metrics = list(results["base"])
     table = Table(title="held-out Banking77 (scored with intent labels adapt never saw) and STS-B test")

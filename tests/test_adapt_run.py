@@ -151,8 +151,11 @@ def test_cli(tiny_model_dir, tmp_path, fixed_probes, capsys):
                  "--candidates", "title", "--max-length", "32", "--batch-size", "16", "--budget", "10m",
                  "--data-dir", str(tmp_path / "nowhere")])
     assert code == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "chose" in printed and (out / "adapt-report" / "report.md").is_file()
+    # the library logs its progress; the CLI shows it as the same "adapt: ..." lines on stderr
+    assert "adapt: decision: " in captured.err and "adapt: plan:" in captured.err
     report = json.loads((out / "adapt-report" / "report.json").read_text())
     assert report["heldout"]["sts"].startswith("skipped")
 
@@ -207,3 +210,84 @@ def test_tsdae_runs_only_where_the_decoder_head_is_real(tiny_model_dir, corpus, 
     assert report["candidates"]["tsdae"]["status"] == "trained"
     assert "tied to the encoder" in report["candidates"]["tsdae"]["note"]
     assert report["candidates"]["tsdae"]["judged_on"] == ["title", "span"], "not judged on keyword queries, its own input format"
+
+
+def _slow_steps(monkeypatch, seconds: float) -> None:
+    """Every training step (probes included) takes ``seconds`` longer: an artificially slow machine."""
+    import time as _time
+
+    from transformers import TrainerCallback
+
+    import embedforge.train.trainer as trainer
+
+    real = trainer.train_simcse
+
+    class Sleep(TrainerCallback):  # type: ignore[misc]
+        def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+            _time.sleep(seconds)
+
+    def slow(*args, callbacks=None, **kwargs):  # type: ignore[no-untyped-def]
+        return real(*args, callbacks=[*(callbacks or []), Sleep()], **kwargs)
+
+    monkeypatch.setattr(trainer, "train_simcse", slow)
+
+
+def test_demo_work_budget_decides_the_same_on_a_fast_and_a_slowed_machine(tiny_model_dir, tmp_path, monkeypatch):
+    """The demo's code path with work budgets: same steps, same scores, same decisions; only the time differs."""
+    from embedforge.corpus import Document
+    from embedforge.demo import demo_runs, run_adapts
+    from embedforge.adapt import LabelledTexts
+
+    rows = [json.loads(line) for line in write_corpus(tmp_path / "c.jsonl", 72).read_text().splitlines()]
+    docs = [Document(r["_id"], r["text"], r["title"]) for r in rows]
+    labelled = LabelledTexts([r["text"] for r in rows[:48]], [f"topic{i % 4}" for i in range(48)])
+    overrides = {"heldout_min": 20, "heldout_max": 20, "train_min": 20, "max_length": 32, "batch_size": 8,
+                 "n_resamples": 200, "min_steps": 2, "pairs_heldout_min": 8, "label_free_min_steps": 4}
+    runs = demo_runs("4steps", "1epoch", labelled, 12, **overrides)
+    assert runs[0][2].budget_seconds is None and runs[0][2].budget_steps == 4
+    assert runs[1][2].budget_seconds is None and runs[1][2].budget_epochs == 1.0
+
+    fast = run_adapts(str(tiny_model_dir), docs, runs, tmp_path / "fast", None)
+    _slow_steps(monkeypatch, 0.25)
+    slow = run_adapts(str(tiny_model_dir), docs, runs, tmp_path / "slow", None)
+    for label, _tag, _config, _pairs, _budget in runs:
+        assert slow[label]["steps"] == fast[label]["steps"] and all(n > 0 for n in fast[label]["steps"].values())
+        assert slow[label]["chosen"] == fast[label]["chosen"]
+        for model, scores in fast[label]["scores"].items():
+            assert slow[label]["scores"][model] == scores, (label, model)  # as reported (2 decimals)
+        assert slow[label]["seconds"] > fast[label]["seconds"]  # the slowdown was real; the work was the same
+
+
+def test_a_budget_too_small_to_resolve_a_candidate_says_undertrained(tiny_model_dir, corpus, tmp_path, monkeypatch):
+    def slow_probe(model, train_file, folder, config, *, spec_epochs, weight, rows, name):
+        return Probe(name, 100.0, 1.0, 20, spec_epochs, weight)  # 20 steps an epoch at 100 s each
+
+    monkeypatch.setattr(run_module, "probe_candidate", slow_probe)
+    config = AdaptConfig(**{**FAST.to_dict(), "candidates": ("simcse",), "budget_seconds": 600.0, "label_free_min_steps": 10})
+    result = adapt(str(tiny_model_dir), corpus, tmp_path / "out", config)
+    (run,) = result.plan.runs
+    assert run.steps < 10 and run.needed == 10 and result.plan.undertrained == (run,)
+    advice = f"this budget allows {run.steps} steps of simcse; at least 10 are needed — use --budget 1epoch or about"
+    text = result.decision.reason if result.chosen == "base" else " ".join(result.decision.notes)
+    assert "undertrained: " + advice in text
+    assert "no candidate beats the base" not in result.decision.reason.split("(")[0]
+    md = (result.report_dir / "report.md").read_text()
+    assert "UNDERTRAINED: at least 10 needed" in md and advice in md
+
+
+def test_undertrained_wording_replaces_the_guardrail_reason():
+    from embedforge.adapt.choose import Decision
+    from embedforge.adapt.planner import Plan, PlannedRun
+    from embedforge.adapt.run import undertrained_decision
+
+    plan = Plan(300.0, 100.0, 10.0, (PlannedRun("supervised", 18, 170.0, False, 68, 8.0),))
+    kept = Decision("base", "labelled", "no candidate beats the base beyond noise; the base is kept (guardrail)", True, ())
+    out = undertrained_decision(kept, plan)
+    assert out.chosen == "base" and out.reason.startswith(
+        "undertrained: this budget allows 18 steps of supervised; at least 68 are needed — use --budget 1epoch or about ")
+    # (68 - 18) steps x 8 s more than the plan's 100 + 170 + 15 s: 685 s -> 12m
+    assert "about 12m on this machine" in out.reason
+    won = Decision("supervised", "labelled", "supervised beats the base", True, ())
+    assert undertrained_decision(won, plan).reason == won.reason and undertrained_decision(won, plan).notes[0].startswith("undertrained: ")
+    fine = Plan(300.0, 100.0, 10.0, (PlannedRun("supervised", 68, 170.0, True, 68, 8.0),))
+    assert undertrained_decision(kept, fine) is kept

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from embedforge.adapt.planner import Budget
+from embedforge.errors import InputError
+
 __all__ = ["AdaptConfig", "CANDIDATE_NAMES", "LABEL_FREE_TASKS", "DECISION_SETTINGS"]
 
 # Every candidate adapt knows, in the order they are trained (cheap and safe first).
@@ -17,14 +20,20 @@ LABEL_FREE_TASKS = ("title", "keywords", "span")
 # of these, re-deciding from its stored scores without retraining. (min_gain and max_sts_drop only
 # change the decision too, but they have always been fingerprinted: leaving them out now would
 # orphan existing runs.)
-DECISION_SETTINGS = ("budget_seconds", "keep_candidates", "min_label_free_tasks")
+DECISION_SETTINGS = ("budget_seconds", "budget_steps", "budget_epochs", "label_free_min_steps", "keep_candidates",
+                     "min_label_free_tasks")
 
 
 @dataclass(frozen=True)
 class AdaptConfig:
     """How ``adapt`` splits, trains, measures and decides. Defaults are sized for ~5k documents on 2 CPU cores."""
 
-    budget_seconds: float = 1200.0  # wall clock for the whole run (evaluation included): 20 minutes
+    # The budget: wall clock for the whole run (evaluation included), work per candidate (optimiser
+    # steps, passes over its training rows), or both (whichever ends first). None: no limit of that
+    # kind; a run needs at least one. A work budget trains the same amount on every machine.
+    budget_seconds: float | None = 1200.0  # 20 minutes
+    budget_steps: int | None = None
+    budget_epochs: float | None = None
     candidates: tuple[str, ...] = CANDIDATE_NAMES  # tried when the data allows (titles, sentences, pairs)
     seed: int = 42  # the split, the pseudo-queries, the mined pairs and training
     max_length: int = 256  # tokens per document in training and evaluation (abstracts are ~300 words)
@@ -57,6 +66,10 @@ class AdaptConfig:
     # The planner.
     probe_steps: int = 4  # real optimiser steps timed per candidate before sizing the runs
     min_steps: int = 10  # a candidate that cannot get this many steps in the budget is not run
+    # Steps a label-free candidate needs before its estimate means anything (an assumption: at batch
+    # 32, fewer than ~50 steps of SimCSE / crops barely move a pre-trained model). A supervised
+    # candidate needs one pass over its labelled pairs. A plan below either is reported undertrained.
+    label_free_min_steps: int = 50
     keep_candidates: bool = False  # keep every trained candidate under OUTPUT.adapt-work after success
     # TSDAE's decoder: a masked-LM checkpoint of the base's architecture (untied). None: the base's own
     # checkpoint when it holds an LM head; else TSDAE is skipped (a random head lost 15 nDCG@10 points).
@@ -66,22 +79,34 @@ class AdaptConfig:
     def __post_init__(self) -> None:
         unknown = [c for c in self.candidates if c not in CANDIDATE_NAMES]
         if unknown:
-            raise ValueError(f"unknown candidate(s) {', '.join(unknown)}; expected some of {', '.join(CANDIDATE_NAMES)}")
+            raise InputError(f"candidates: unknown candidate(s) {', '.join(unknown)}; expected some of {', '.join(CANDIDATE_NAMES)}")
         if not self.candidates:
-            raise ValueError("give at least one candidate")
-        if self.budget_seconds <= 0:
-            raise ValueError(f"budget must be > 0 seconds, got {self.budget_seconds}")
-        if not 0.0 < self.heldout_fraction < 1.0 or not 0.0 < self.pairs_heldout_fraction < 1.0:
-            raise ValueError("held-out fractions must be in (0, 1)")
-        if self.heldout_min < 2 or self.heldout_max < self.heldout_min or self.train_min < 2:
-            raise ValueError("need 2 <= heldout_min <= heldout_max and train_min >= 2")
+            raise InputError("candidates must name at least one candidate")
+        if self.budget_seconds is None and self.budget_steps is None and self.budget_epochs is None:
+            raise InputError("a budget needs a time (budget_seconds), steps (budget_steps) or epochs (budget_epochs)")
+        for name in ("budget_seconds", "budget_steps", "budget_epochs"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise InputError(f"{name} must be > 0, got {value}")
+        for name in ("heldout_fraction", "pairs_heldout_fraction", "confidence"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise InputError(f"{name} must be in (0, 1), got {getattr(self, name)}")
+        if self.heldout_min < 2:
+            raise InputError(f"heldout_min must be >= 2, got {self.heldout_min}")
+        if self.heldout_max < self.heldout_min:
+            raise InputError(f"heldout_max must be >= heldout_min ({self.heldout_min}), got {self.heldout_max}")
+        if self.train_min < 2:
+            raise InputError(f"train_min must be >= 2, got {self.train_min}")
         if self.batch_size < 2:
-            raise ValueError("batch_size must be >= 2: in-batch negatives need a second text")
-        if not 0.0 < self.confidence < 1.0:
-            raise ValueError(f"confidence must be in (0, 1), got {self.confidence}")
-        for name in ("min_label_free_tasks", "max_length", "mine_max_length", "probe_steps", "min_steps", "n_resamples", "labelled_pool", "sts_pairs"):
+            raise InputError(f"batch_size must be >= 2 (in-batch negatives need a second text), got {self.batch_size}")
+        for name in ("min_label_free_tasks", "max_length", "mine_max_length", "probe_steps", "min_steps", "label_free_min_steps", "n_resamples", "labelled_pool", "sts_pairs"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    @property
+    def budget(self) -> Budget:
+        """The budget as the planner reads it."""
+        return Budget(self.budget_seconds, self.budget_steps, self.budget_epochs)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

@@ -16,12 +16,13 @@ last checkpoint, see :func:`embedforge.train.trainer.train_simcse`):
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,15 @@ from embedforge.adapt.inputs import (
     load_query_pairs,
     same_label_pairs,
 )
-from embedforge.adapt.planner import Plan, PlannedRun, Probe, format_seconds, plan_budget, probe_candidate
+from embedforge.adapt.planner import (
+    Plan,
+    PlannedRun,
+    Probe,
+    format_seconds,
+    needed_steps,
+    plan_budget,
+    probe_candidate,
+)
 from embedforge.adapt.report import ReportInputs, build_report, write_report
 from embedforge.adapt.state import State, discard_work, work_dir
 from embedforge.config import SimCSEConfig
@@ -80,8 +89,7 @@ class AdaptResult:
     seconds: float
 
 
-def _say(message: str) -> None:
-    print(f"adapt: {message}", file=sys.stderr, flush=True)
+log = logging.getLogger(__name__)  # progress of a run at INFO; the CLI shows these as "adapt: ..." lines
 
 
 def training_config(spec: cands.CandidateSpec, config: AdaptConfig, steps: int) -> SimCSEConfig:
@@ -120,7 +128,8 @@ def _train(model: str, data: Path, target: Path, spec: cands.CandidateSpec, conf
 
     from embedforge.train.trainer import train_simcse
 
-    limit = OVERRUN_RUN * run.seconds + OVERRUN_GRACE
+    # a time budget stops a run far over its planned time; a work budget alone never does
+    limit = OVERRUN_RUN * run.seconds + OVERRUN_GRACE if config.budget_seconds is not None else float("inf")
 
     class _Deadline(TrainerCallback):  # type: ignore[misc]
         stopped_at: int | None = None
@@ -133,14 +142,14 @@ def _train(model: str, data: Path, target: Path, spec: cands.CandidateSpec, conf
                 control.should_training_stop = True
                 self.stopped_at = state.global_step
 
-    _say(f"{run.name}: training {run.steps} steps (~{format_seconds(run.seconds)} with evaluation)")
+    log.info(f"{run.name}: training {run.steps} steps (~{format_seconds(run.seconds)} with evaluation)")
     deadline = _Deadline()
     t = time.perf_counter()
     if not target.exists():
         train_simcse(model, data, target, training_config(spec, config, run.steps), show_progress=sys.stderr.isatty(),
                      callbacks=[deadline])
     if deadline.stopped_at is not None:
-        _say(f"{run.name}: stopped after {deadline.stopped_at} of {run.steps} steps, far over its planned time")
+        log.info(f"{run.name}: stopped after {deadline.stopped_at} of {run.steps} steps, far over its planned time")
     return {"steps": deadline.stopped_at or run.steps, "train_seconds": round(time.perf_counter() - t, 1)}
 
 
@@ -201,7 +210,7 @@ def _setup(model: str, docs: list[Document], qp: QueryPairs | LabelledTexts | No
         qp_train, qp_held = split_pairs(qp, config)
         sets.append(labelled_set(qp_held, texts, config))
         labelled_note = f"; {len(qp)} labelled pairs, {len(sets[1].tasks[0].queries)} held-out queries"
-    _say(f"{len(docs):,} documents: {len(split.train):,} to train on, {len(split.heldout):,} held out "
+    log.info(f"{len(docs):,} documents: {len(split.train):,} to train on, {len(split.heldout):,} held out "
          f"({', '.join(f'{t.name}: {len(t.queries)} queries' for t in sets[0].tasks)})"
          + (labelled_note if qp is not None else ""))
     base = load_model(model)
@@ -220,7 +229,7 @@ def _setup(model: str, docs: list[Document], qp: QueryPairs | LabelledTexts | No
         prepared[name] = prep
         saved[name] = {"path": str(prep.path) if prep.path else None, "rows": prep.rows, "note": prep.note, "stats": prep.stats}
         state.save()
-        _say(f"{name}: {prep.note}" + ("" if prep.path else " — skipped"))
+        log.info(f"{name}: {prep.note}" + ("" if prep.path else " — skipped"))
     base_scores = state.scores("base")
     if base_scores is None:
         t = time.perf_counter()
@@ -229,14 +238,14 @@ def _setup(model: str, docs: list[Document], qp: QueryPairs | LabelledTexts | No
         state.save_scores(base_scores)
         state.save()
     eval_seconds = float(state.data["eval_seconds"])
-    _say(f"base measured in {format_seconds(eval_seconds)}")
+    log.info(f"base measured in {format_seconds(eval_seconds)}")
     return _Setup(docs, qp, split, sets, stsb[0], stsb[1], prepared, base, base_scores, eval_seconds)
 
 
 def _plan(model: str, s: _Setup, config: AdaptConfig, state: State, start: float) -> Plan:
     """Step 4: probe every applicable candidate and size the runs (or reuse the saved plan)."""
     if "plan" in state.data:
-        _say("resuming: keeping the plan of the interrupted run")
+        log.info("resuming: keeping the plan of the interrupted run")
         return Plan.from_dict(state.data["plan"])
     probes: list[Probe] = []
     for name, prep in s.prepared.items():
@@ -247,9 +256,16 @@ def _plan(model: str, s: _Setup, config: AdaptConfig, state: State, start: float
             model, prep.path, state.folder / f"probe-{name}", training_config(spec, config, config.probe_steps),
             spec_epochs=spec.epochs, weight=spec.weight, rows=prep.rows, name=name,
         ))
-        _say(f"{name}: {probes[-1].seconds_per_step:.2f}s per step, {probes[-1].steps_per_epoch} steps per epoch")
+        log.info(f"{name}: {probes[-1].seconds_per_step:.2f}s per step, {probes[-1].steps_per_epoch} steps per epoch")
+    # labels first: the supervised candidate gets its work before the label-free ones share the rest
+    first = tuple(p.name for p in probes if p.name == "supervised")
+    needed = {p.name: needed_steps(p.name, p.steps_per_epoch, floor=config.label_free_min_steps, labelled=p.name in first)
+              for p in probes}
     plan = plan_budget(probes, budget_seconds=config.budget_seconds, spent_seconds=time.perf_counter() - start,
-                       eval_seconds=s.eval_seconds, min_steps=config.min_steps)
+                       eval_seconds=s.eval_seconds, min_steps=config.min_steps, budget=config.budget, first=first,
+                       needed=needed)
+    if plan.undertrained:
+        log.warning("undertrained: " + plan.undertrained_advice())
     state.data["plan"] = plan.to_dict()
     state.save()
     return plan
@@ -261,26 +277,38 @@ def _run_candidates(model: str, s: _Setup, plan: Plan, config: AdaptConfig, stat
     scores = {"base": s.base_scores}
     trained = state.data.setdefault("trained", {})
     late: dict[str, str] = {}
-    for run in plan.runs:
+    timed = config.budget_seconds is not None
+    # measured / planned seconds of the runs so far: re-estimates what is left on this machine, now
+    slowdown: list[float] = []
+    for i, run in enumerate(plan.runs):
         done = state.scores(run.name)
         if done is not None:
-            _say(f"{run.name}: finished in an earlier run; not retrained")
+            log.info(f"{run.name}: finished in an earlier run; not retrained")
             scores[run.name] = done
             continue
-        if time.perf_counter() - start + run.seconds > OVERRUN * config.budget_seconds:
+        left = plan.runs[i:]
+        factor = float(np.median(slowdown)) if slowdown else 1.0
+        remaining = factor * sum(r.seconds for r in left)
+        log.info(f"candidate {i + 1} of {len(plan.runs)} ({run.name}); about {format_seconds(remaining)} left"
+                 + (f" (runs so far took {factor:.2f}x their planned time)" if slowdown else ""))
+        if timed and time.perf_counter() - start + run.seconds > OVERRUN * config.budget_seconds:  # type: ignore[operator]
             late[run.name] = "not started: the budget ran out (the machine was slower than measured)"
-            _say(f"{run.name}: {late[run.name]}")
+            log.info(f"{run.name}: {late[run.name]}")
             continue
         target = state.folder / "models" / run.name
+        t_run = time.perf_counter()
         steps = _train(model, s.prepared[run.name].path, target, cands.SPECS[run.name], config, run)  # type: ignore[arg-type]
         t = time.perf_counter()
         scores[run.name] = _evaluate(load_model(target), run.name, s.sets, s.stsb, config)
         trained[run.name] = {**steps, "eval_seconds": round(time.perf_counter() - t, 1)}
+        if run.seconds > 0:
+            slowdown.append((time.perf_counter() - t_run) / run.seconds)
         state.save()
         state.save_scores(scores[run.name])
     if late:
         plan = Plan(plan.budget_seconds, plan.spent_seconds, plan.eval_seconds,
-                    tuple(r for r in plan.runs if r.name not in late), {**plan.dropped, **late})
+                    tuple(r for r in plan.runs if r.name not in late), {**plan.dropped, **late}, plan.work,
+                    plan.limited_by)
     return scores, plan
 
 
@@ -302,6 +330,19 @@ def _place(output: Path, source: Path, model: str, decision: Decision, report: d
     if report_dir is not None:
         write_report(report, report_dir)
     return report_path
+
+
+def undertrained_decision(decision: Decision, plan: Plan) -> Decision:
+    """"Not trained enough" is never reported as "no better than the base": when the base is kept and
+    a candidate ran fewer steps than it needs (:func:`~embedforge.adapt.planner.needed_steps`), the
+    reason says so, with the budget that would give it enough; a winner's shortfall becomes a note."""
+    if not plan.undertrained:
+        return decision
+    advice = plan.undertrained_advice()
+    if decision.chosen == "base":
+        return replace(decision, reason=f"undertrained: {advice}; the base is kept, but this does not show the "
+                                        f"candidates cannot beat it ({decision.reason})")
+    return replace(decision, notes=(*decision.notes, f"undertrained: {advice}"))
 
 
 def _labelled_digest(qp: QueryPairs | LabelledTexts | None) -> str:
@@ -338,7 +379,7 @@ def adapt(
     output = Path(output)
     if output.exists() and not overwrite:
         raise InputError("already exists; choose another --output or pass --overwrite", output)
-    if config.budget_seconds < MIN_BUDGET_SECONDS:
+    if config.budget_seconds is not None and config.budget_seconds < MIN_BUDGET_SECONDS:
         raise InputError(f"the budget {format_seconds(config.budget_seconds)} is too short; adapt needs at least "
                          f"{format_seconds(MIN_BUDGET_SECONDS)} (a few minutes for a real corpus)")
     resolve_model(model)
@@ -359,14 +400,15 @@ def adapt(
         if fresh:  # nothing was trained: leave nothing behind
             shutil.rmtree(work, ignore_errors=True)
         raise
-    _say("plan:\n" + plan.summary())
+    log.info("plan:\n" + plan.summary())
     scores, plan = _run_candidates(model, setup, plan, config, state, start)
 
     formats = {n: cands.SPECS[n].formats for n in setup.prepared}
-    decision = decide(setup.base_scores, [scores[r.name] for r in plan.runs], formats, config)
-    _say(f"decision: {decision.chosen} — {decision.reason}")
+    decision = undertrained_decision(
+        decide(setup.base_scores, [scores[r.name] for r in plan.runs], formats, config), plan)
+    log.info(f"decision: {decision.chosen} — {decision.reason}")
     for note in decision.notes:
-        _say(f"note: {note}")
+        log.info(f"note: {note}")
 
     report = build_report(ReportInputs(
         model=model, corpus=str(corpus) if isinstance(corpus, str | os.PathLike) else "(documents)", docs=docs,
@@ -384,5 +426,5 @@ def adapt(
         kept = {r.name: work / "models" / r.name for r in plan.runs if (work / "models" / r.name).is_dir()}
     else:
         shutil.rmtree(work, ignore_errors=True)
-    _say(f"wrote {output} ({decision.chosen}) and the report in {report_path}")
+    log.info(f"wrote {output} ({decision.chosen}) and the report in {report_path}")
     return AdaptResult(decision.chosen, output, report_path, decision, plan, report, kept, time.perf_counter() - start)
