@@ -5,22 +5,30 @@ Layout (every write is crash-safe: a new version directory is written in full, t
 any point leaves the previous state readable)::
 
     DIR/CURRENT                 {"format": "embedforge-collection/1", "version": "v000004"}
+    DIR/.lock                   the writer lock (flock) and its holder: pid, host, start time
+    DIR/v000004/.embedforge-version   our marker: only marked vNNNNNN directories are ever removed
     DIR/v000004/manifest.json   model + pooling/normalize/dimension/prefixes, index spec, files (bytes, crc32)
     DIR/v000004/vectors.npy     float32 (n, dim), L2-normalised, memory-mapped on open
     DIR/v000004/keys.npy        int64 (n,) index keys (never reused)
     DIR/v000004/docs.jsonl      {"id", "text", "metadata"} per row
     DIR/v000004/index/          the persistent index (faiss), if any
-    DIR/v000004/bm25/           the BM25 index, cached on first use
+    DIR/v000004/bm25/           the BM25 index, when one was built before the save (else built in memory)
     DIR/milvus.db               the Milvus Lite file for spec "milvus"
     DIR/.staging/               shards + checkpoint of an interrupted :func:`embedforge.ingest.index_documents`
+
+One writer at a time (:mod:`embedforge.lock`); readers take no lock and never write. Every file of
+a version except the manifest is in the manifest's ``files`` table and checked on open; a file
+not in the table, a missing table or key, a wrong size or checksum is an :class:`InputError`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import logging
 import os
+import re
 import shutil
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
@@ -29,19 +37,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from embedforge.corpus import Document
+from embedforge.corpus import DocLike, doc_fields
 from embedforge.errors import InputError
 from embedforge.index import VectorIndex, auto_spec, exact_search, load_index, make_index
 from embedforge.io import atomic_write, write_json
+from embedforge.lock import LOCK_FILE, write_lock
 from embedforge.models import embedding_dim
-from embedforge.search import DEFAULT_FUSION, BM25Index, Hit, match_metadata
+from embedforge.query import DEFAULT_FUSION, BM25Index, Hit, match_metadata, search_collection
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-    from embedforge.ingest import index_documents, join_title, read_corpus
-
-__all__ = ["Collection", "Hit", "FORMAT", "DocLike", "read_corpus", "index_documents", "join_title"]
+__all__ = ["Collection", "FORMAT"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +58,11 @@ FINGERPRINT_MIN_COSINE = 0.999  # same weights give ~1.0; any other model falls 
 EXACT_SUBSET_MAX = 20_000  # filtered searches over at most this many documents scan them exactly
 DEFAULT_RERANK_TOP = 30  # hits re-scored by a cross-encoder (CPU time grows linearly with it)
 DATA_FILES = ("vectors.npy", "keys.npy", "docs.jsonl")
-
-DocLike = Document | Mapping[str, Any]
+MARKER = ".embedforge-version"  # written first into every version directory we make; only marked ones are removed
+VERSION_NAME = re.compile(r"v\d{6}")  # a version directory's exact name
+TMP_NAME = re.compile(r"\.v\d{6}\.tmp")  # a version being written
+MANIFEST_KEYS = ("model", "dimension", "fingerprint", "query_prefix", "document_prefix", "index_spec", "index", "count", "next_key", "files")
+OURS_WITHOUT_CURRENT = (LOCK_FILE, ".staging", "milvus.db")  # what a directory may hold before its first version
 
 
 def _crc_file(path: Path) -> int:
@@ -61,6 +71,107 @@ def _crc_file(path: Path) -> int:
         while chunk := f.read(1 << 22):
             crc = zlib.crc32(chunk, crc)
     return crc
+
+
+def _version_files(version: Path) -> list[str]:
+    """Every file under ``version`` but its manifest, as sorted relative posix names."""
+    names = (p.relative_to(version).as_posix() for p in version.rglob("*") if p.is_file() or p.is_symlink())
+    return sorted(n for n in names if n != "manifest.json")
+
+
+def _file_table(version: Path) -> dict[str, dict[str, int]]:
+    return {n: {"bytes": (version / n).stat().st_size, "crc32": _crc_file(version / n)} for n in _version_files(version)}
+
+
+LEGACY_CACHES = ("bm25/", ".bm25.tmp/")  # search caches that older versions wrote after the save; never read
+
+
+def verify_version(version: Path, manifest: Any) -> None:
+    """Check ``manifest`` has every key and a file table that lists, sizes and checksums every file of ``version``.
+
+    Costs one read of every file (crc32: ~0.13 s for 100k x 384 float32 vectors from the page
+    cache), so a reader never uses a byte that was not checked.
+    """
+    where = version / "manifest.json"
+    if not isinstance(manifest, dict):
+        raise InputError("corrupt collection manifest (not a JSON object)", where)
+    missing = [k for k in MANIFEST_KEYS if k not in manifest]
+    if missing:
+        raise InputError(f"collection manifest lacks {', '.join(missing)} (its file table lists the checksums that are checked on open)", where)
+    table = manifest["files"]
+    if not isinstance(table, dict) or any(name not in table for name in DATA_FILES):
+        raise InputError("collection manifest has no complete file table (files: bytes, crc32); the version cannot be verified", where)
+    try:
+        dim, count = int(manifest["dimension"]), int(manifest["count"])
+        int(manifest["next_key"])
+        fingerprint = np.asarray(manifest["fingerprint"], dtype=np.float32)
+    except (TypeError, ValueError):
+        raise InputError("corrupt collection manifest (dimension, count, next_key or fingerprint)", where) from None
+    if dim < 1 or count < 0 or fingerprint.shape != (len(FINGERPRINT_TEXTS), dim):
+        raise InputError("corrupt collection manifest (dimension, count or fingerprint)", where)
+    for name in _version_files(version):
+        if name not in table and not name.startswith(LEGACY_CACHES):
+            raise InputError("file not in the manifest's checksummed file table (added by hand, or written by an older embedforge: re-index)", version / name)
+    for name, meta in table.items():
+        parts = Path(name).parts
+        if Path(name).is_absolute() or ".." in parts or not isinstance(meta, dict) or not all(isinstance(meta.get(k), int) for k in ("bytes", "crc32")):
+            raise InputError(f"corrupt collection manifest (file table entry {name!r})", where)
+        file = version / name
+        if not file.is_file() or file.stat().st_size != meta["bytes"]:
+            raise InputError(f"missing or truncated collection file (expected {meta['bytes']} bytes)", file)
+        if _crc_file(file) != meta["crc32"]:
+            raise InputError("corrupt collection file (checksum mismatch)", file)
+
+
+def _read_pointer(root: Path) -> str:
+    """The version name ``CURRENT`` points to."""
+    pointer = root / "CURRENT"
+    try:
+        current = json.loads(pointer.read_text(encoding="utf-8"))
+        version = current["version"]
+    except FileNotFoundError:
+        raise InputError("is not a collection (no CURRENT file); create one with 'embedforge index'", root) from None
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+        raise InputError("corrupt collection pointer", pointer) from None
+    if current.get("format") != FORMAT:
+        raise InputError(f"unsupported collection format {current.get('format')!r}, expected {FORMAT!r}", pointer)
+    if not isinstance(version, str) or not VERSION_NAME.fullmatch(version):
+        raise InputError("corrupt collection pointer", pointer)
+    return version
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):  # not every filesystem lets a directory be opened
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def check_new_collection_dir(root: Path) -> None:
+    """Refuse to make a collection in a directory that holds one, or anything that is not ours."""
+    if (root / "CURRENT").exists():
+        raise InputError("already holds a collection; open it or choose another directory", root)
+    if root.exists() and not root.is_dir():
+        raise InputError("exists and is not a directory; choose a new or empty directory for the collection", root)
+    if root.is_dir():
+        foreign = sorted(
+            p.name for p in root.iterdir()
+            if p.name not in OURS_WITHOUT_CURRENT and not p.name.startswith(("milvus.db", ".milvus.db"))
+            and not (TMP_NAME.fullmatch(p.name) and _is_ours(p))
+        )
+        if foreign:
+            raise InputError(
+                f"is a non-empty directory that is not a collection (it holds {foreign[0]!r}"
+                f"{f' and {len(foreign) - 1} more' if len(foreign) > 1 else ''}); choose a new or empty directory",
+                root,
+            )
+
+
+def _is_ours(path: Path) -> bool:
+    """A version (or version-in-progress) directory that embedforge wrote: it carries our marker."""
+    return path.is_dir() and not path.is_symlink() and (path / MARKER).is_file()
 
 
 def stored_model_name(model_name: str) -> str:
@@ -72,28 +183,6 @@ def stored_model_name(model_name: str) -> str:
     resolved = resolve_model(model_name)
     return str(Path(resolved).resolve()) if Path(resolved).is_dir() else model_name
 
-
-
-def _doc_fields(doc: DocLike) -> tuple[str, str, dict[str, Any]]:
-    """(id, text, metadata) of a Document or a mapping with id/_id, text and optional title/metadata."""
-    from embedforge.ingest import join_title  # ingest imports this module at its top
-
-    if isinstance(doc, Document):
-        meta = {"title": doc.title} if doc.title else {}
-        return doc.id, join_title(doc.title, doc.text), meta
-    if not isinstance(doc, Mapping):
-        raise InputError(f"a document must be a Document or a mapping, got {type(doc).__name__}")
-    doc_id = doc.get("id", doc.get("_id"))
-    raw_text = doc.get("text")
-    if doc_id is None or not isinstance(raw_text, str):
-        raise InputError(f"a document needs an 'id' and a 'text' string, got keys {sorted(doc)}")
-    text = raw_text
-    meta = dict(doc.get("metadata") or {})
-    title = doc.get("title")
-    if title:
-        meta.setdefault("title", title)
-        text = join_title(str(title), text)
-    return str(doc_id), text, meta
 
 
 class Collection:
@@ -118,6 +207,7 @@ class Collection:
         self._checked_models: set[int] = set()
         self._version_dir: Path | None = None
         self._dirty = False  # in-memory changes not yet saved
+        self._lock: contextlib.ExitStack | None = None  # the writer lock, held from the first change to save()
 
     # ------------------------------------------------------------ create / open / save
 
@@ -137,8 +227,7 @@ class Collection:
         from embedforge.models import load_model, model_info, read_manifest, resolve_model
 
         root = Path(path)
-        if (root / "CURRENT").exists():
-            raise InputError("already holds a collection; open it or choose another directory", root)
+        check_new_collection_dir(root)
         resolved = resolve_model(model_name)
         stored_name = stored_model_name(model_name)
         model = model or load_model(model_name)
@@ -168,28 +257,30 @@ class Collection:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> Collection:
-        """Reopen a saved collection; a missing, truncated or corrupt file is an InputError."""
+        """Reopen a saved collection, every file verified; a missing, truncated or corrupt one is an InputError.
+
+        Takes no lock: a writer switching ``CURRENT`` meanwhile (and removing the version read)
+        makes it read the new version instead.
+        """
         root = Path(path)
-        pointer = root / "CURRENT"
-        if not pointer.is_file():
+        if not (root / "CURRENT").is_file():
             raise InputError("is not a collection (no CURRENT file); create one with 'embedforge index'", root)
-        try:
-            current = json.loads(pointer.read_text(encoding="utf-8"))
-            version = root / str(current["version"])
-        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
-            raise InputError("corrupt collection pointer", pointer) from None
-        if current.get("format") != FORMAT:
-            raise InputError(f"unsupported collection format {current.get('format')!r}, expected {FORMAT!r}", pointer)
+        for attempt in range(3):
+            name = _read_pointer(root)
+            try:
+                return cls._open_version(root, root / name)
+            except InputError:
+                if attempt == 2 or _read_pointer(root) == name:
+                    raise  # not a version removed under us: a real error
+        raise AssertionError("unreachable")
+
+    @classmethod
+    def _open_version(cls, root: Path, version: Path) -> Collection:
         try:
             manifest = json.loads((version / "manifest.json").read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
             raise InputError(f"missing or corrupt collection manifest ({type(err).__name__})", version / "manifest.json") from None
-        for name, meta in manifest.get("files", {}).items():
-            file = version / name
-            if not file.is_file() or file.stat().st_size != meta["bytes"]:
-                raise InputError(f"missing or truncated collection file (expected {meta['bytes']} bytes)", file)
-            if _crc_file(file) != meta["crc32"]:
-                raise InputError("corrupt collection file (checksum mismatch)", file)
+        verify_version(version, manifest)
         out = cls(root, manifest)
         out._version_dir = version
         out._load_rows(version)
@@ -199,21 +290,32 @@ class Collection:
         try:
             self._vectors = np.load(version / "vectors.npy", mmap_mode="r")
             self._keys = np.load(version / "keys.npy")
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, EOFError) as err:
             raise InputError(f"unreadable collection arrays ({err})", version) from None
-        with open(version / "docs.jsonl", encoding="utf-8") as f:
-            for line in f:
-                row = json.loads(line)
-                self._ids.append(row["id"])
-                self._texts.append(row["text"])
-                self._meta.append(row.get("metadata") or {})
+        if self._vectors.dtype != np.float32 or self._keys.dtype != np.int64:
+            raise InputError(f"unexpected collection array types {self._vectors.dtype}, {self._keys.dtype}", version)
+        docs = version / "docs.jsonl"
+        with open(docs, encoding="utf-8") as f:
+            for line_no, line in enumerate(f, 1):
+                try:
+                    row = json.loads(line)
+                    self._ids.append(str(row["id"]))
+                    self._texts.append(str(row["text"]))
+                    self._meta.append(dict(row.get("metadata") or {}))
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    raise InputError("corrupt document row", docs, line_no) from None
         n = len(self._ids)
         if self._vectors.shape != (n, self.dim) or self._keys.shape != (n,) or n != self.manifest["count"]:
             raise InputError(f"inconsistent collection: {n} docs, vectors {self._vectors.shape}, {self._keys.shape[0]} keys", version)
         self._row = {doc_id: i for i, doc_id in enumerate(self._ids)}
         spec = self.manifest.get("index")
         if spec and n:
-            index = load_index(spec, self.dim, version / "index", milvus_uri=self.path / "milvus.db")
+            try:
+                index = load_index(spec, self.dim, version / "index", milvus_uri=self.path / "milvus.db")
+            except InputError:
+                raise
+            except Exception as err:  # a backend's own error on a bad file (e.g. a garbage tombstone array)
+                raise InputError(f"unreadable index ({type(err).__name__}: {err}); re-index the collection", version / "index") from None
             if not index.persistent:
                 index.add(self._vectors, self._keys)
             elif len(index) != n:
@@ -222,15 +324,27 @@ class Collection:
             self._index = index
 
     def save(self) -> None:
-        """Write the current state as a new version, then switch ``CURRENT`` to it (atomic)."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._ensure_index()
-        number = 1 + max([int(p.name[1:]) for p in self.path.glob("v[0-9]*") if p.name[1:].isdigit()] or [0])
-        name = f"v{number:06d}"
-        tmp = self.path / f".{name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
+        """Write the current state as a new version, then switch ``CURRENT`` to it (atomic).
+
+        Holds the writer lock throughout (:mod:`embedforge.lock`) and refuses to save over a
+        version that another writer saved after this object read the collection. A failed write
+        (a full disk: ``OSError``) is an InputError and leaves the previous version current.
+        """
+        self._hold()
         try:
+            self._save_locked()
+        finally:
+            self._release()
+
+    def _save_locked(self) -> None:
+        self._ensure_index()
+        previous = self._version_dir.name if self._version_dir is not None else None
+        taken = [int(p.name.strip(".tmpv")) for p in self.path.iterdir() if VERSION_NAME.fullmatch(p.name) or TMP_NAME.fullmatch(p.name)]
+        name = f"v{1 + max(taken, default=0):06d}"
+        tmp = self.path / f".{name}.tmp"
+        try:
+            tmp.mkdir()
+            (tmp / MARKER).write_text(json.dumps({"format": FORMAT, "version": name}) + "\n", encoding="utf-8")
             np.save(tmp / "vectors.npy", np.ascontiguousarray(self._vectors, dtype=np.float32))
             np.save(tmp / "keys.npy", self._keys)
             with open(tmp / "docs.jsonl", "w", encoding="utf-8") as f:
@@ -241,39 +355,105 @@ class Collection:
                 self._index.save(tmp / "index")
             if self._bm25 is not None and self._bm25.size == len(self._ids):
                 self._bm25.save(tmp / "bm25")
-            self.manifest.update(
-                count=len(self._ids),
-                index=self._index.spec if self._index is not None else None,
-                updated=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-                files={n: {"bytes": (tmp / n).stat().st_size, "crc32": _crc_file(tmp / n)} for n in DATA_FILES},
-            )
-            write_json(tmp / "manifest.json", self.manifest)
+            manifest = {
+                **self.manifest,
+                "count": len(self._ids),
+                "index": self._index.spec if self._index is not None else None,
+                "updated": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+                "files": _file_table(tmp),
+            }
+            write_json(tmp / "manifest.json", manifest)
             for file in tmp.rglob("*"):
                 if file.is_file():
                     with open(file, "rb") as fh:
                         os.fsync(fh.fileno())
+            for folder in [p for p in tmp.rglob("*") if p.is_dir()] + [tmp]:
+                _fsync_dir(folder)
             os.replace(tmp, self.path / name)
-        except BaseException:
+            _fsync_dir(self.path)
+            self._write_pointer(name)
+            _fsync_dir(self.path)
+        except BaseException as err:
             shutil.rmtree(tmp, ignore_errors=True)
+            with contextlib.suppress(InputError):
+                if _read_pointer(self.path) != name:  # never written: the new version is an orphan
+                    shutil.rmtree(self.path / name, ignore_errors=True)
+            if isinstance(err, OSError):
+                reason = os.strerror(err.errno) if err.errno else str(err)
+                kept = f"the previous version {previous} is intact" if previous else "nothing was saved"
+                raise InputError(f"cannot write the collection ({reason}); {kept}", self.path) from err
             raise
-        self._write_pointer(name)
+        self.manifest = manifest
         self._version_dir = self.path / name
         self._dirty = False
-        for old in self.path.glob("v[0-9]*"):
-            if old.name != name:
-                shutil.rmtree(old, ignore_errors=True)
+        self._remove_old(keep=name, previous=previous)
+
+    def _remove_old(self, keep: str, previous: str | None) -> None:
+        """Remove our old versions and leftovers: marked ``vNNNNNN`` / ``.vNNNNNN.tmp`` directories only.
+
+        The version current before this save is removed too (collections written before the
+        marker existed have unmarked versions); nothing else in the directory is touched.
+        """
+        for entry in self.path.iterdir():
+            if entry.name == keep:
+                continue
+            ours = (VERSION_NAME.fullmatch(entry.name) or TMP_NAME.fullmatch(entry.name)) and _is_ours(entry)
+            legacy = entry.name == previous and (entry / "manifest.json").is_file() and not entry.is_symlink()
+            if ours or legacy:
+                shutil.rmtree(entry, ignore_errors=True)
 
     def _write_pointer(self, name: str) -> None:
         with atomic_write(self.path / "CURRENT") as f:
             json.dump({"format": FORMAT, "version": name}, f)
             f.write("\n")
 
+    # ------------------------------------------------------------ the writer lock
+
+    def _hold(self) -> None:
+        """Take the writer lock (kept until :meth:`save` ends or :meth:`close`); refuse a stale view.
+
+        A second writer gets :class:`embedforge.lock.CollectionLocked` at once. Once locked, the
+        collection must still be at the version this object read: saving over another writer's
+        newer version would silently drop its changes.
+        """
+        if self._lock is not None:
+            return
+        stack = contextlib.ExitStack()
+        stack.enter_context(write_lock(self.path))
+        self._lock = stack
+        try:
+            expected = self._version_dir.name if self._version_dir is not None else None
+            now = _read_pointer(self.path) if (self.path / "CURRENT").exists() else None
+            if now != expected and expected is None:
+                raise InputError("already holds a collection; open it or choose another directory", self.path)
+            if now != expected:
+                raise InputError(
+                    f"was changed by another writer since it was opened (now {now}, opened at {expected}); "
+                    "open it again and redo the changes", self.path,
+                )
+        except BaseException:
+            self._release()
+            raise
+
+    def _release(self) -> None:
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.close()
+
+    def close(self) -> None:
+        """Give up the writer lock that unsaved changes hold (they stay in memory, unsaved)."""
+        self._release()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self._release()
+
     # ------------------------------------------------------------ index
 
     def _build_index(self, spec: str) -> VectorIndex:
         index = make_index(spec, self.dim, size_hint=len(self._ids), milvus_uri=self.path / "milvus.db")
-        if hasattr(index, "drop") and len(index):
-            index.drop()  # a stale Milvus collection from before a crash
+        if len(index):
+            index.drop()  # a stale external collection (Milvus) from before a crash
         if len(self._ids):
             index.add(self._vectors, self._keys)
         return index
@@ -292,7 +472,8 @@ class Collection:
     def __contains__(self, doc_id: object) -> bool:
         return doc_id in self._row
 
-    def _encode_docs(self, texts: Sequence[str], batch_size: int, show_progress: bool | None, pool: Any = None) -> np.ndarray:
+    def encode_docs(self, texts: Sequence[str], batch_size: int, show_progress: bool | None, pool: Any = None) -> np.ndarray:
+        """Document vectors (n, dim) float32, L2-normalised, with the collection's model and document prefix."""
         from embedforge.encode import encode
 
         return encode(
@@ -312,7 +493,7 @@ class Collection:
 
         ``vectors``: precomputed document embeddings (n, dim) from the collection's model.
         """
-        rows = [_doc_fields(d) for d in docs]
+        rows = [doc_fields(d) for d in docs]
         seen: set[str] = set()
         for doc_id, _, _ in rows:
             if doc_id in self._row or doc_id in seen:
@@ -321,10 +502,11 @@ class Collection:
         if not rows:
             return 0
         if vectors is None:
-            vectors = self._encode_docs([t for _, t, _ in rows], batch_size, show_progress)
+            vectors = self.encode_docs([t for _, t, _ in rows], batch_size, show_progress)
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.shape != (len(rows), self.dim):
             raise InputError(f"dimension mismatch: got vectors of shape {vectors.shape}, expected ({len(rows)}, {self.dim})")
+        self._hold()
         start = int(self.manifest["next_key"])
         keys = np.arange(start, start + len(rows), dtype=np.int64)
         if self._index is not None:
@@ -350,6 +532,7 @@ class Collection:
         rows = np.array(sorted(self._row[i] for i in wanted if i in self._row), dtype=np.int64)
         if not rows.size:
             return 0
+        self._hold()
         if self._index is not None:
             self._index.remove(self._keys[rows])
         keep = np.ones(len(self._ids), dtype=bool)
@@ -367,7 +550,7 @@ class Collection:
     def upsert(self, docs: Iterable[DocLike], **kwargs: Any) -> int:
         """Add documents, replacing those whose id is already present."""
         docs = list(docs)
-        self.delete([_doc_fields(d)[0] for d in docs], missing_ok=True)
+        self.delete([doc_fields(d)[0] for d in docs], missing_ok=True)
         return self.add(docs, **kwargs)
 
     def get(self, doc_id: str) -> Hit:
@@ -384,9 +567,8 @@ class Collection:
         from embedforge.models import load_model
 
         if model is None:
-            if self._model is None:
-                self._model = load_model(self.manifest["model"])
-                self._checked_models.add(id(self._model))
+            if self._model is None:  # checked too: a model directory can be replaced after indexing
+                self._model = self.model(load_model(self.manifest["model"]))
             return self._model
         if id(model) in self._checked_models:
             return model
@@ -398,7 +580,8 @@ class Collection:
         if float(cosine.min()) < FINGERPRINT_MIN_COSINE:
             raise InputError(
                 f"a different model than the collection's: it was embedded with {self.manifest['model']!r} "
-                f"(fingerprint cosine {float(cosine.min()):.3f}); pass that model or none"
+                f"(fingerprint cosine {float(cosine.min()):.3f}); pass that model or none, or, if that model "
+                "directory was replaced since, restore it or re-index"
             )
         self._checked_models.add(id(model))
         return model
@@ -423,21 +606,27 @@ class Collection:
         return scores, rows.astype(np.int64)
 
     def bm25(self) -> BM25Index:
-        """The BM25 index over the texts, built on first use and cached in the current version."""
+        """The BM25 index over the texts: the version's ``bm25/`` if it has one, else built in memory.
+
+        Never writes (a search must work on a read-only collection). A version's ``bm25/`` files
+        are in its checksummed table and checked again before use; one gone meanwhile (a writer
+        replaced the version) means building it here instead.
+        """
         if self._bm25 is None:
-            cached = self._version_dir / "bm25" if self._version_dir is not None and not self._dirty else None
-            if cached is not None and cached.is_dir():
+            version = self._version_dir if not self._dirty else None
+            table = self.manifest.get("files", {}) if version is not None else {}
+            listed = sorted(n for n in table if n.startswith("bm25/"))
+            if version is not None and listed and all((version / n).is_file() for n in listed):
+                for name in listed:
+                    meta, file = table[name], version / name
+                    if file.stat().st_size != meta["bytes"] or _crc_file(file) != meta["crc32"]:
+                        raise InputError("corrupt collection file (checksum mismatch)", file)
                 try:
-                    self._bm25 = BM25Index.load(cached)
-                except Exception:  # a cache: rebuild rather than fail
-                    self._bm25 = None
+                    self._bm25 = BM25Index.load(version / "bm25")
+                except Exception as err:
+                    raise InputError(f"unreadable BM25 index ({type(err).__name__})", version / "bm25") from None
             if self._bm25 is None or self._bm25.size != len(self._ids):
                 self._bm25 = BM25Index.build(self._texts)
-                if cached is not None and not cached.exists():
-                    tmp = cached.with_name(".bm25.tmp")  # a derived cache: written aside, renamed in
-                    shutil.rmtree(tmp, ignore_errors=True)
-                    self._bm25.save(tmp)
-                    os.replace(tmp, cached)
         return self._bm25
 
     def search(
@@ -452,18 +641,16 @@ class Collection:
         rerank: Any = None,
         rerank_top: int = DEFAULT_RERANK_TOP,
     ) -> list[list[Hit]]:
-        """Top-``top_k`` hits per query, best first (see :func:`embedforge.search.search_collection`).
+        """Top-``top_k`` hits per query, best first (see :func:`embedforge.query.search_collection`).
 
         Args:
             queries: query texts (the collection's query prefix is added for dense encoding).
             top_k: hits per query.
             mode: ``dense``, ``bm25`` or ``hybrid`` (dense + BM25 fused by ``fusion``: ``rrf`` or ``score``).
             model: the collection's model, already loaded (checked against its fingerprint); default: load it.
-            where: metadata filter, see :func:`embedforge.search.match_metadata`.
+            where: metadata filter, see :func:`embedforge.query.match_metadata`.
             rerank: a CrossEncoder or its directory; re-scores the top ``max(top_k, rerank_top)``.
         """
-        from embedforge.search import search_collection
-
         return search_collection(
             self, queries, top_k=top_k, mode=mode, model=model, where=where, fusion=fusion,
             rerank=rerank, rerank_top=rerank_top,
@@ -480,17 +667,3 @@ class Collection:
         if not where:
             return None
         return np.fromiter((match_metadata(m, where) for m in self._meta), dtype=bool, count=len(self._meta))
-
-
-# ---------------------------------------------------------------- backwards compatibility
-
-_MOVED_TO_INGEST = ("read_corpus", "join_title", "index_documents")
-
-
-def __getattr__(name: str) -> Any:
-    """``read_corpus``, ``join_title`` and ``index_documents`` now live in :mod:`embedforge.ingest`."""
-    if name in _MOVED_TO_INGEST:
-        from embedforge import ingest
-
-        return getattr(ingest, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -24,26 +24,19 @@ from typing import Any
 
 import numpy as np
 
-from embedforge.collection import Collection, DocLike, _doc_fields, stored_model_name
+from embedforge.collection import Collection, check_new_collection_dir, stored_model_name
+from embedforge.corpus import DocLike, doc_fields
 from embedforge.errors import InputError
 from embedforge.io import write_json
+from embedforge.lock import write_lock
 
-__all__ = ["read_corpus", "iter_corpus", "index_corpus", "index_documents", "join_title"]
+__all__ = ["read_corpus", "iter_corpus", "index_corpus", "index_documents"]
 
 logger = logging.getLogger(__name__)
 
 _CHANGED = "the corpus changed while it was being indexed (its documents differ from what the first pass read); nothing was saved"
 _END = object()
 _SKIP = {"_id", "id", "doc_id", "docid", "text", "sentence", "content", "body", "title", "metadata"}
-
-
-def join_title(title: str, text: str) -> str:
-    """``"Title. text"`` (BEIR's title + text), without doubling the title's own final punctuation."""
-    if not title:
-        return text
-    if not text:
-        return title
-    return f"{title} {text}" if title.rstrip()[-1:] in ".!?:;" else f"{title}. {text}"
 
 
 def iter_corpus(path: str | os.PathLike[str], limit: int | None = None) -> Iterator[dict[str, Any]]:
@@ -109,6 +102,8 @@ def _open_existing(root: Path, model_name: str) -> Collection | None:
         from embedforge.models import load_model
 
         coll.model(load_model(model_name))  # a different model -> InputError
+    else:
+        coll.model()  # loaded and checked too: the model directory may have been replaced since
     return coll
 
 
@@ -120,7 +115,7 @@ class _Digest:
         self.n = 0
 
     def add(self, doc: DocLike) -> tuple[str, str]:
-        doc_id, text, _ = _doc_fields(doc)
+        doc_id, text, _ = doc_fields(doc)
         self._h.update(f"{doc_id}\0{len(text)}\0".encode())
         self._h.update(text.encode("utf-8", "surrogatepass"))
         self.n += 1
@@ -145,7 +140,20 @@ def _scan(stream: Iterable[DocLike], coll: Collection | None, upsert: bool, head
     return digest
 
 
-def _index_stream(
+def _index_stream(path: str | os.PathLike[str], model_name: str, open_stream: Callable[[], Iterable[DocLike]], **options: Any) -> Collection:
+    """Run :func:`_index_locked` holding the collection's writer lock from the first read to the last write.
+
+    A second ``index`` on the same collection fails at once naming this one; the staging area
+    (shards, checkpoint) is touched only by the lock holder, so a later run may resume it.
+    """
+    root = Path(path)
+    if not (root / "CURRENT").exists():
+        check_new_collection_dir(root)  # before the lock file is made in someone else's directory
+    with write_lock(root):
+        return _index_locked(root, model_name, open_stream, **options)
+
+
+def _index_locked(
     path: str | os.PathLike[str],
     model_name: str,
     open_stream: Callable[[], Iterable[DocLike]],
@@ -218,7 +226,7 @@ def _index_stream(
             shards.append(shard)
             if stop <= done and shard.is_file():
                 continue
-            vectors = coll._encode_docs(texts, batch_size, False, pool)
+            vectors = coll.encode_docs(texts, batch_size, False, pool)
             save_npy(shard, vectors)
             write_json(checkpoint, {"signature": signature, "done": stop, "total": n})
             bar.update(stop - start)
@@ -228,8 +236,12 @@ def _index_stream(
     vectors = np.empty((n, coll.dim), dtype=np.float32)
     at = 0
     for shard in shards:
-        part = np.load(shard, mmap_mode="r")
-        vectors[at : at + len(part)] = part
+        try:
+            part = np.load(shard, mmap_mode="r")
+            vectors[at : at + len(part)] = part
+        except (OSError, ValueError, EOFError):
+            shutil.rmtree(staging, ignore_errors=True)
+            raise InputError("unreadable staged vectors (removed; run the command again)", shard) from None
         at += len(part)
     docs = list(itertools.islice(open_stream(), n + 1))
     final = _Digest(head)

@@ -100,7 +100,7 @@ def test_crash_while_writing_files_keeps_previous_state(coll: Collection, monkey
         return real_save(file, arr, *a, **k)
 
     monkeypatch.setattr(np, "save", dying_save)
-    with pytest.raises(OSError):
+    with pytest.raises(InputError, match=r"cannot write the collection \(disk full\); the previous version v\d+ is intact"):
         coll.save()
     monkeypatch.undo()
     assert len(Collection.open(coll.path)) == 40
@@ -195,7 +195,7 @@ def test_metadata_filters(coll: Collection, tiny_model) -> None:
 
 def test_streaming_index_resumes_after_interruption(tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     docs = make_docs(50)
-    real = Collection._encode_docs
+    real = Collection.encode_docs
     calls: list[int] = []
 
     def flaky(self, texts, batch_size, show_progress, pool=None):
@@ -204,7 +204,7 @@ def test_streaming_index_resumes_after_interruption(tmp_path: Path, tiny_model_d
             raise KeyboardInterrupt  # the user pressed Ctrl-C during the third chunk
         return real(self, texts, batch_size, show_progress, pool)
 
-    monkeypatch.setattr(Collection, "_encode_docs", flaky)
+    monkeypatch.setattr(Collection, "encode_docs", flaky)
     with pytest.raises(KeyboardInterrupt):
         index_documents(tmp_path / "s", str(tiny_model_dir), docs, chunk_size=16, show_progress=False)
     state = json.loads((tmp_path / "s" / ".staging" / "checkpoint.json").read_text())
@@ -242,30 +242,19 @@ def test_read_corpus_keeps_ids_titles_and_metadata(tmp_path: Path) -> None:
     docs = read_corpus(tmp_path)
     assert [d["id"] for d in docs] == ["a1", "b2"]
     assert docs[0]["metadata"] == {"src": "x", "year": 2020}
-    from embedforge.collection import _doc_fields
+    from embedforge.corpus import doc_fields
 
-    assert _doc_fields(docs[0])[1] == "Cats. They purr."
-    assert _doc_fields(docs[1])[1] == "No title here."
+    assert doc_fields(docs[0])[1] == "Cats. They purr."
+    assert doc_fields(docs[1])[1] == "No title here."
 
 
 def test_join_title() -> None:
-    from embedforge.ingest import join_title
+    from embedforge.corpus import join_title
 
     assert join_title("Cats", "They purr.") == "Cats. They purr."
     assert join_title("Do cats purr?", "Yes.") == "Do cats purr? Yes."
     assert join_title("", "Only text.") == "Only text."
     assert join_title("Only title", "") == "Only title"
-
-
-def test_ingest_names_still_importable_from_collection() -> None:
-    from embedforge import collection, ingest
-    from embedforge.collection import index_documents as old_index
-    from embedforge.collection import join_title as old_join
-    from embedforge.collection import read_corpus as old_read
-
-    assert (old_index, old_join, old_read) == (ingest.index_documents, ingest.join_title, ingest.read_corpus)
-    with pytest.raises(AttributeError):
-        collection.no_such_name  # noqa: B018
 
 
 def test_indexing_with_another_model_is_refused(coll: Collection, tmp_path: Path) -> None:

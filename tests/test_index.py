@@ -227,3 +227,152 @@ def test_auto_spec_by_size() -> None:
     if HAS_FAISS:
         assert auto_spec(100_000, 384) == "HNSW32"
         assert auto_spec(4_000_000, 384).startswith("IVF8192,")
+
+
+# ---------------------------------------------------------------- the backend registry and user backends
+
+USER_BACKEND = '''
+from __future__ import annotations
+
+import numpy as np
+
+from embedforge.index import BaseIndex, exact_search
+
+CALLS: list[str] = []
+
+
+class ScanIndex(BaseIndex):
+    """A user's backend: brute force over the stored vectors, with a ';scale=S' option."""
+
+    def __init__(self, dim: int, spec: str) -> None:
+        super().__init__(dim, spec)
+        self.scale = float(spec.partition(";scale=")[2] or 1.0)
+        self.vectors = np.zeros((0, dim), dtype=np.float32)
+        self.keys = np.zeros(0, dtype=np.int64)
+        CALLS.append(spec)
+
+    def __len__(self) -> int:
+        return int(self.keys.shape[0])
+
+    def _add(self, vectors, keys):
+        self.vectors, self.keys = np.concatenate([self.vectors, vectors]), np.concatenate([self.keys, keys])
+
+    def _remove(self, keys):
+        keep = ~np.isin(self.keys, keys)
+        self.vectors, self.keys = self.vectors[keep], self.keys[keep]
+        return int((~keep).sum())
+
+    def _search(self, queries, k, subset):
+        mask = None if subset is None else np.isin(self.keys, subset)
+        scores, keys = exact_search(queries, self.vectors, self.keys, k, mask=mask)
+        return scores * self.scale, keys
+
+    def drop(self) -> None:
+        self.vectors, self.keys = self.vectors[:0], self.keys[:0]
+
+
+class NotAnIndex:
+    pass
+
+
+class Broken(ScanIndex):
+    def __init__(self, dim: int, spec: str) -> None:
+        raise RuntimeError("cannot start")
+'''
+
+
+@pytest.fixture
+def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    import importlib
+    import sys
+
+    name = f"user_index_{tmp_path.name.replace('-', '_')}"
+    (tmp_path / f"{name}.py").write_text(USER_BACKEND)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module(name)
+    yield module
+    sys.modules.pop(name, None)
+
+
+def test_registry_finds_each_backend_by_prefix() -> None:
+    from embedforge.index import backend_class
+    from embedforge.index.quantized import QuantizedIndex
+
+    assert backend_class("exact") is ExactIndex
+    assert backend_class("int8;rescore=2") is QuantizedIndex and backend_class("binary") is QuantizedIndex
+    if HAS_FAISS:
+        from embedforge.index.faiss import FaissIndex
+
+        assert backend_class("HNSW32;efSearch=16") is FaissIndex and backend_class("IVF8,PQ4x4") is FaissIndex
+    if HAS_MILVUS:
+        from embedforge.index.milvus import MilvusIndex
+
+        assert backend_class("milvus:http://localhost:19530;collection=x") is MilvusIndex
+    for spec in ("nonsense", "a b:c", "exact:x:y"):
+        with pytest.raises(InputError):
+            make_index(spec, DIM)
+
+
+@pytest.mark.parametrize("spec", ["exact", "int8", "binary"])
+def test_drop_and_close_are_in_the_protocol(spec: str, data) -> None:
+    base, keys, queries = data
+    index = make_index(spec, DIM)
+    index.add(base[:100], keys[:100])
+    index.drop()
+    assert len(index) == 0 and (index.search(queries[:2], 3)[1] == -1).all()
+    index.add(base[:10], keys[:10])  # usable again after a drop
+    assert len(index) == 10
+    index.close()
+
+
+def test_user_backend_spec_end_to_end(user_module, data, tmp_path: Path, tiny_model_dir: Path, tiny_model) -> None:  # type: ignore[no-untyped-def]
+    from embedforge.collection import Collection
+    from embedforge.index import register_backend
+
+    base, keys, queries = data
+    spec = f"{user_module.__name__}:ScanIndex"
+    index = make_index(spec, DIM)
+    assert isinstance(index, user_module.ScanIndex) and isinstance(index, VectorIndex) and index.spec == spec
+    index.add(base, keys)
+    found_s, found_k = index.search(queries, K)
+    ref_s, ref_k = reference(base, keys, queries)
+    np.testing.assert_array_equal(found_k, ref_k)
+    np.testing.assert_allclose(found_s, ref_s, atol=1e-5)
+    assert make_index(f"{spec};scale=2", DIM).scale == 2.0  # options reach the class
+
+    docs = [{"id": f"d{i}", "text": t} for i, t in enumerate(["cats purr", "rockets fly", "bread rises", "rivers flow", "cats nap"])]
+    user = Collection.create(tmp_path / "user", str(tiny_model_dir), model=tiny_model, index_spec=spec)
+    user.add(docs)
+    user.save()
+    exact = Collection.create(tmp_path / "exact", str(tiny_model_dir), model=tiny_model, index_spec="exact")
+    exact.add(docs)
+    queries_text = ["sleepy cats", "space launch"]
+    want = [[(h.id, round(h.score, 5)) for h in hits] for hits in exact.search(queries_text, top_k=3, model=tiny_model)]
+    again = Collection.open(tmp_path / "user")
+    assert again.manifest["index"] == spec
+    got = [[(h.id, round(h.score, 5)) for h in hits] for hits in again.search(queries_text, top_k=3, model=tiny_model)]
+    assert got == want and user_module.CALLS.count(spec) >= 2  # built at create/add and rebuilt on open
+
+    register_backend("scan", f"{user_module.__name__}:ScanIndex")
+    try:
+        assert isinstance(make_index("scan;scale=3", DIM), user_module.ScanIndex)
+        with pytest.raises(InputError, match="already taken"):
+            register_backend("exact", f"{user_module.__name__}:ScanIndex")
+    finally:
+        from embedforge.index import base as index_base
+
+        index_base._BACKENDS.pop("scan", None)
+
+
+def test_bad_user_specs_are_input_errors(user_module) -> None:  # type: ignore[no-untyped-def]
+    name = user_module.__name__
+    cases = {
+        "no_such_module_for_embedforge_tests:Index": "cannot import module",
+        f"{name}:Missing": "has no class 'Missing'",
+        f"{name}:NotAnIndex": "is not a vector index",
+        f"{name}:Broken": "RuntimeError: cannot start",
+        f"{name}:CALLS": "has no class",
+    }
+    for spec, message in cases.items():
+        with pytest.raises(InputError, match=message):
+            make_index(spec, DIM)

@@ -79,7 +79,7 @@ def test_iter_corpus_limit_and_metadata(tmp_path: Path) -> None:
 
 
 def _recording(monkeypatch: pytest.MonkeyPatch, fail_on: int | None = None) -> list[int]:
-    real = Collection._encode_docs
+    real = Collection.encode_docs
     calls: list[int] = []
 
     def record(self, texts, batch_size, show_progress, pool=None):
@@ -88,7 +88,7 @@ def _recording(monkeypatch: pytest.MonkeyPatch, fail_on: int | None = None) -> l
             raise KeyboardInterrupt
         return real(self, texts, batch_size, show_progress, pool)
 
-    monkeypatch.setattr(Collection, "_encode_docs", record)
+    monkeypatch.setattr(Collection, "encode_docs", record)
     return calls
 
 
@@ -108,13 +108,13 @@ def test_index_corpus_streams_in_chunks_and_equals_the_in_memory_path(tmp_path: 
     monkeypatch.setattr(ingest, "iter_corpus", counting)
     calls = _recording(monkeypatch)
     seen_at_encode: list[int] = []
-    recorded = Collection._encode_docs
+    recorded = Collection.encode_docs
 
     def spy(self, texts, batch_size, show_progress, pool=None):  # type: ignore[no-untyped-def]
         seen_at_encode.append(read[-1])
         return recorded(self, texts, batch_size, show_progress, pool)
 
-    monkeypatch.setattr(Collection, "_encode_docs", spy)
+    monkeypatch.setattr(Collection, "encode_docs", spy)
     streamed = index_corpus(tmp_path / "s", str(tiny_model_dir), file, chunk_size=16, show_progress=False)
     assert calls == [16, 16, 16, 2], "never more than one chunk of texts is encoded at once"
     assert seen_at_encode == [16, 32, 48, 50], "each chunk is encoded as soon as it is read, not after the whole file"

@@ -8,8 +8,13 @@ spec                        backend
 ``IVF1024,PQ32`` …          efSearch / efConstruction / nprobe / k_factor (:mod:`.faiss`)
 ``int8``, ``binary``        quantised first pass + float rescoring, ``;rescore=R`` (:mod:`.quantized`)
 ``milvus[:URI]``            Milvus Lite file or Milvus server (:mod:`.milvus`)
+``package.module:Class``    your own class implementing :class:`VectorIndex`
+                            (:class:`BaseIndex` does the argument checks)
 ``auto``                    chosen by collection size, see :func:`auto_spec`
 ==========================  =========================================================
+
+Backends are looked up by the spec's prefix in the registry of :mod:`.base`
+(:func:`register_backend` adds one), and imported only when used.
 """
 
 from __future__ import annotations
@@ -18,12 +23,25 @@ import math
 from pathlib import Path
 
 from embedforge.errors import InputError
-from embedforge.index.base import PAD_KEY, VectorIndex
+from embedforge.index.base import (
+    PAD_KEY,
+    SPEC_HELP,
+    BaseIndex,
+    VectorIndex,
+    backend_class,
+    check_dim,
+    create_index,
+    open_index,
+    register_backend,
+)
 from embedforge.index.exact import ExactIndex, exact_search
 
 __all__ = [
     "PAD_KEY",
     "VectorIndex",
+    "BaseIndex",
+    "register_backend",
+    "backend_class",
     "ExactIndex",
     "exact_search",
     "make_index",
@@ -56,19 +74,6 @@ def auto_spec(n: int, dim: int) -> str:
     return f"IVF{nlist},SQ8"
 
 
-def _kind(spec: str) -> str:
-    head = spec.split(";")[0].strip()
-    if head == "exact":
-        return "exact"
-    if head in ("int8", "binary"):
-        return "quantized"
-    if head == "milvus" or head.startswith("milvus:"):
-        return "milvus"
-    if head == "auto":
-        return "auto"
-    return "faiss"
-
-
 def make_index(spec: str, dim: int, *, size_hint: int = 0, milvus_uri: str | Path | None = None) -> VectorIndex:
     """Build an empty index from a spec string (see the module docstring).
 
@@ -76,37 +81,19 @@ def make_index(spec: str, dim: int, *, size_hint: int = 0, milvus_uri: str | Pat
         spec: the spec; ``"auto"`` uses ``size_hint`` (the number of vectors to come).
         dim: vector dimension.
         size_hint: expected number of vectors, for ``"auto"``.
-        milvus_uri: where a bare ``"milvus"`` spec keeps its Milvus Lite file.
+        milvus_uri: where a bare ``"milvus"`` spec (any backend storing outside the process) keeps its data.
     Raises:
         InputError: an unknown or malformed spec, a bad dimension, a missing optional package.
     """
     if not isinstance(spec, str) or not spec.strip():
-        raise InputError(f"empty index spec; expected {_SPEC_HELP}")
-    if int(dim) != dim or dim < 1:
-        raise InputError(f"dimension must be a positive integer, got {dim}")
+        raise InputError(f"empty index spec; expected {SPEC_HELP}")
+    dim = check_dim(dim)
     spec = spec.strip()
-    kind = _kind(spec)
-    if kind == "auto":
+    if spec.split(";")[0].strip() == "auto":
         if spec != "auto":
             raise InputError(f"'auto' takes no options, got {spec!r}")
         return make_index(auto_spec(size_hint, dim), dim, milvus_uri=milvus_uri)
-    if kind == "exact":
-        if spec != "exact":
-            raise InputError(f"'exact' takes no options, got {spec!r}")
-        return ExactIndex(dim)
-    if kind == "quantized":
-        from embedforge.index.quantized import QuantizedIndex
-
-        return QuantizedIndex(dim, spec)
-    if kind == "milvus":
-        from embedforge.index.milvus import MilvusIndex
-
-        return MilvusIndex(dim, spec, default_uri=milvus_uri)
-    if not _looks_like_faiss(spec):
-        raise InputError(f"unknown index spec {spec!r}; expected {_SPEC_HELP}")
-    from embedforge.index.faiss import FaissIndex
-
-    return FaissIndex(dim, spec)
+    return create_index(spec, dim, default_uri=milvus_uri)
 
 
 def load_index(spec: str, dim: int, path: Path, *, milvus_uri: str | Path | None = None) -> VectorIndex:
@@ -114,18 +101,4 @@ def load_index(spec: str, dim: int, path: Path, *, milvus_uri: str | Path | None
 
     Non-persistent specs (exact, int8, binary) return an empty index for the caller to fill.
     """
-    kind = _kind(spec)
-    if kind == "faiss":
-        from embedforge.index.faiss import FaissIndex
-
-        return FaissIndex.load(path, dim, spec)
-    return make_index(spec, dim, milvus_uri=milvus_uri)
-
-
-_SPEC_HELP = "'auto', 'exact', a faiss factory string ('Flat', 'HNSW32', 'IVF1024,PQ32'), 'int8', 'binary' or 'milvus[:URI]'"
-_FAISS_WORDS = ("Flat", "HNSW", "IVF", "PQ", "SQ", "LSH", "OPQ", "PCA", "IDMap", "NSG", "RFlat", "Refine", "LSQ", "RQ", "ITQ", "L2norm")
-
-
-def _looks_like_faiss(spec: str) -> bool:
-    factory = spec.split(";")[0]
-    return all(any(part.strip().startswith(w) for w in _FAISS_WORDS) for part in factory.split(","))
+    return open_index(spec.strip(), check_dim(dim), path, default_uri=milvus_uri)

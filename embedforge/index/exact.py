@@ -3,15 +3,16 @@
 score(q, x) = q · x; for L2-normalised vectors this is cosine similarity. The database is
 scanned in blocks of :data:`BLOCK_ROWS` rows so memory stays bounded on millions of vectors;
 per block the top-k is taken with ``argpartition`` and merged into a running top-k.
+:func:`exact_search` is the package's one exact k-NN: collections, this backend and
+:mod:`embedforge.mine` all call it.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from embedforge.index.base import check_k, check_keys, check_vectors, empty_result, topk_from_scores
+from embedforge.errors import InputError
+from embedforge.index.base import BaseIndex, empty_result, topk_from_scores
 
 __all__ = ["ExactIndex", "exact_search"]
 
@@ -25,6 +26,7 @@ def exact_search(
     k: int,
     *,
     mask: np.ndarray | None = None,
+    exclude: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` of ``queries @ vectors.T`` (the faiss ``knn`` shape, with keys and a row mask).
 
@@ -34,19 +36,25 @@ def exact_search(
         keys: (m,) int64, the key returned for each row.
         k: results per query.
         mask: optional (m,) bool, False rows are never returned.
+        exclude: optional (n,) int64, per query one key never returned for it (its own row,
+            when the queries are the database itself; ``-1``: none).
     Returns:
-        (scores (n, k) float32, keys (n, k) int64), -inf / -1 padded.
+        (scores (n, k) float32, keys (n, k) int64), -inf / -1 padded; ties by the smaller key.
     """
     n, m = queries.shape[0], vectors.shape[0]
     best_s, best_k = empty_result(n, k)
     if n == 0 or m == 0:
         return best_s, best_k
+    if exclude is not None and np.shape(exclude) != (n,):
+        raise InputError(f"exclude needs one key per query ({n}), got shape {np.shape(exclude)}")
     for start in range(0, m, BLOCK_ROWS):
         stop = min(start + BLOCK_ROWS, m)
         block = np.asarray(vectors[start:stop], dtype=np.float32)  # (b, d)
         scores = queries @ block.T  # (n, b)
         if mask is not None:
             scores[:, ~mask[start:stop]] = -np.inf
+        if exclude is not None:
+            scores[np.asarray(exclude)[:, None] == keys[start:stop][None, :]] = -np.inf  # (n, b) bool
         s, kk = topk_from_scores(scores, keys[start:stop], k)
         if start == 0:
             best_s, best_k = s, kk
@@ -66,18 +74,17 @@ def _merge(
     return np.take_along_axis(s, order, axis=1), np.take_along_axis(keys, order, axis=1)
 
 
-class ExactIndex:
+class ExactIndex(BaseIndex):
     """Brute-force inner product over all stored vectors (spec ``"exact"``).
 
     Not persistent: a collection keeps the vectors anyway and rebuilds this index from them
     when it opens, so ``save`` writes nothing.
     """
 
-    persistent = False
-
-    def __init__(self, dim: int) -> None:
-        self.dim = int(dim)
-        self.spec = "exact"
+    def __init__(self, dim: int, spec: str = "exact") -> None:
+        if spec.strip() != "exact":
+            raise InputError(f"'exact' takes no options, got {spec!r}")
+        super().__init__(dim, "exact")
         self._pending: list[tuple[np.ndarray, np.ndarray]] = []  # added since the last search
         self._vectors = np.zeros((0, self.dim), dtype=np.float32)  # (m, dim)
         self._keys = np.zeros(0, dtype=np.int64)  # (m,)
@@ -91,32 +98,27 @@ class ExactIndex:
     def __len__(self) -> int:
         return self._keys.shape[0] + sum(k.shape[0] for _, k in self._pending)
 
-    def add(self, vectors: np.ndarray, keys: np.ndarray) -> None:
-        vectors = check_vectors(vectors, self.dim)
-        keys = check_keys(keys, vectors.shape[0])
-        if vectors.shape[0]:
-            if not self._keys.shape[0] and not self._pending:
-                self._vectors, self._keys = vectors, keys  # no copy for the first (often only) batch
-            else:
-                self._pending.append((vectors, keys))
+    def _add(self, vectors: np.ndarray, keys: np.ndarray) -> None:
+        if not self._keys.shape[0] and not self._pending:
+            self._vectors, self._keys = vectors, keys  # no copy for the first (often only) batch
+        else:
+            self._pending.append((vectors, keys))
 
-    def remove(self, keys: np.ndarray) -> int:
+    def _remove(self, keys: np.ndarray) -> int:
         self._consolidate()
-        gone = np.isin(self._keys, np.asarray(keys, dtype=np.int64))
+        gone = np.isin(self._keys, keys)
         count = int(gone.sum())
         if count:
             self._vectors = self._vectors[~gone]
             self._keys = self._keys[~gone]
         return count
 
-    def search(
-        self, queries: np.ndarray, k: int, *, subset: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        k = check_k(k)
-        queries = check_vectors(queries, self.dim, "queries")
+    def _search(self, queries: np.ndarray, k: int, subset: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         self._consolidate()
-        mask = None if subset is None else np.isin(self._keys, np.asarray(subset, dtype=np.int64))
+        mask = None if subset is None else np.isin(self._keys, subset)
         return exact_search(queries, self._vectors, self._keys, k, mask=mask)
 
-    def save(self, path: Path) -> None:
-        return None  # rebuilt from the collection's vectors
+    def drop(self) -> None:
+        self._pending = []
+        self._vectors = np.zeros((0, self.dim), dtype=np.float32)
+        self._keys = np.zeros(0, dtype=np.int64)

@@ -12,6 +12,10 @@ unchanged; the options are:
 Indexes without their own ids (Flat, HNSW) are wrapped in ``IndexIDMap`` so every backend
 returns the caller's int64 keys. HNSW and RFlat cannot delete in faiss, so removed keys become
 tombstones that an ``IDSelector`` hides at search time (``len`` counts only live vectors).
+
+This is the package's one place that builds a faiss index: collections get it through
+:func:`embedforge.index.make_index`, :mod:`embedforge.mine` builds its IVF index here too
+(training on its own sample with :meth:`FaissIndex.train`, range search for thresholds).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from embedforge.errors import InputError
-from embedforge.index.base import PAD_KEY, check_k, check_keys, check_vectors, empty_result
+from embedforge.index.base import PAD_KEY, BaseIndex, check_vectors, empty_result
 
 __all__ = ["FaissIndex", "import_faiss", "parse_faiss_spec"]
 
@@ -90,15 +94,14 @@ def selector_mask(selector: _KeySelector, keys: np.ndarray) -> np.ndarray:
     return inside if selector.keep else ~inside
 
 
-class FaissIndex:
+class FaissIndex(BaseIndex):
     """A faiss index (inner product) behind the :class:`~embedforge.index.base.VectorIndex` Protocol."""
 
     persistent = True
 
     def __init__(self, dim: int, spec: str, *, _index: Any = None) -> None:
         faiss = import_faiss()
-        self.dim = int(dim)
-        self.spec = spec
+        super().__init__(dim, spec)
         self.factory, self.options = parse_faiss_spec(spec)
         if _index is not None:
             self._index = _index
@@ -166,25 +169,37 @@ class FaissIndex:
     def is_trained(self) -> bool:
         return bool(self._index.is_trained)
 
-    def add(self, vectors: np.ndarray, keys: np.ndarray) -> None:
+    def train(self, vectors: np.ndarray, *, iterations: int | None = None, seed: int | None = None) -> None:
+        """Train the index's quantisers (IVF lists, PQ / SQ codes) on ``vectors`` (n, dim).
+
+        A sample of what will be added is enough; :meth:`add` trains on its first batch when
+        this was not called. ``iterations`` and ``seed`` set the IVF k-means (faiss' defaults
+        otherwise: 25 iterations, seed 1234).
+        """
+        faiss = import_faiss()
         vectors = check_vectors(vectors, self.dim)
-        keys = check_keys(keys, vectors.shape[0])
-        if not vectors.shape[0]:
-            return
+        need = _ivf_min_train(self.factory)
+        if vectors.shape[0] < need:
+            raise InputError(
+                f"index {self.factory!r} needs at least {need} vectors to train, got {vectors.shape[0]}; "
+                "use a smaller IVF/PQ size, 'HNSW32', 'exact' or 'auto'"
+            )
+        ivf = faiss.try_extract_index_ivf(self._index)
+        if ivf is not None:
+            if iterations is not None:
+                ivf.cp.niter = int(iterations)
+            if seed is not None:
+                ivf.cp.seed = int(seed)
+        self._index.train(vectors)
+
+    def _add(self, vectors: np.ndarray, keys: np.ndarray) -> None:
         if not self._index.is_trained:
-            need = _ivf_min_train(self.factory)
-            if vectors.shape[0] < need:
-                raise InputError(
-                    f"index {self.factory!r} needs at least {need} vectors to train, got {vectors.shape[0]}; "
-                    "use a smaller IVF/PQ size, 'HNSW32', 'exact' or 'auto'"
-                )
-            self._index.train(vectors)
+            self.train(vectors)
         self._index.add_with_ids(vectors, keys)
 
-    def remove(self, keys: np.ndarray) -> int:
+    def _remove(self, keys: np.ndarray) -> int:
         faiss = import_faiss()
-        keys = np.ascontiguousarray(np.asarray(keys, dtype=np.int64).reshape(-1))
-        if not keys.size or not self._index.ntotal:
+        if not self._index.ntotal:
             return 0
         if not self._deleted.size:
             try:
@@ -196,25 +211,25 @@ class FaissIndex:
         self._deleted = np.union1d(self._deleted, fresh)
         return int(fresh.shape[0])
 
-    def search(
-        self, queries: np.ndarray, k: int, *, subset: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def _selector(self, subset: np.ndarray | None, keep: list[Any]) -> _KeySelector | None:
+        """What a query may return: ``subset`` minus tombstones, or everything but the tombstones (None: all)."""
         faiss = import_faiss()
-        k = check_k(k)
-        queries = check_vectors(queries, self.dim, "queries")
-        if not len(self) or not queries.shape[0]:
-            return empty_result(queries.shape[0], k)
-        selector = None
-        keep: list[Any] = []  # keeps selector objects alive during the call
         if subset is not None:
-            allowed = np.setdiff1d(np.asarray(subset, dtype=np.int64), self._deleted)
-            if not allowed.size:
-                return empty_result(queries.shape[0], k)
-            selector = _KeySelector(faiss.IDSelectorBatch(np.ascontiguousarray(allowed)), allowed, keep=True)
-        elif self._deleted.size:
+            allowed = np.setdiff1d(subset, self._deleted)
+            return _KeySelector(faiss.IDSelectorBatch(np.ascontiguousarray(allowed)), allowed, keep=True)
+        if self._deleted.size:
             inner = faiss.IDSelectorBatch(self._deleted)
-            selector = _KeySelector(faiss.IDSelectorNot(inner), self._deleted, keep=False)
-            keep.append(inner)
+            keep.append(inner)  # keeps the wrapped selector alive during the call
+            return _KeySelector(faiss.IDSelectorNot(inner), self._deleted, keep=False)
+        return None
+
+    def _search(self, queries: np.ndarray, k: int, subset: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        if not len(self):
+            return empty_result(queries.shape[0], k)
+        keep: list[Any] = []  # keeps selector objects alive during the call
+        selector = self._selector(subset, keep)
+        if selector is not None and selector.keep and not selector.keys.size:
+            return empty_result(queries.shape[0], k)
         params, inner_params = self._search_params(selector)
         keep.append(inner_params)
         scores, keys = self._index.search(queries, k, params=params)
@@ -222,6 +237,27 @@ class FaissIndex:
         keys = np.asarray(keys, dtype=np.int64)
         scores[keys == PAD_KEY] = -np.inf
         return scores, keys
+
+    def range_search(self, queries: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every live vector with ``q · x >= threshold`` per query, faiss' contract: (lims (n + 1,)
+        int64, scores (total,) float32, keys (total,) int64), query i's results at ``lims[i]:lims[i + 1]``.
+
+        Approximate for IVF (only ``nprobe`` lists are visited); not every faiss index supports it.
+        """
+        queries = check_vectors(queries, self.dim, "queries")
+        keep: list[Any] = []
+        params, inner_params = self._search_params(self._selector(None, keep))
+        keep.append(inner_params)
+        try:
+            lims, scores, keys = self._index.range_search(queries, float(threshold), params=params)
+        except RuntimeError as err:
+            msg = str(err).strip().splitlines()[-1] if str(err).strip() else ""
+            raise InputError(f"faiss index {self.factory!r} cannot range-search: {msg}") from None
+        return np.asarray(lims, dtype=np.int64), np.asarray(scores, dtype=np.float32), np.asarray(keys, dtype=np.int64)
+
+    def drop(self) -> None:
+        self._index.reset()  # keeps what training learnt (IVF lists, codebooks)
+        self._deleted = np.zeros(0, dtype=np.int64)
 
     def save(self, path: Path) -> None:
         from embedforge.io import atomic_write, save_npy
@@ -233,7 +269,7 @@ class FaissIndex:
         save_npy(Path(path) / TOMBSTONE_FILE, self._deleted)
 
     @classmethod
-    def load(cls, path: Path, dim: int, spec: str) -> FaissIndex:
+    def open(cls, spec: str, dim: int, path: Path, *, default_uri: str | Path | None = None) -> FaissIndex:
         faiss = import_faiss()
         file = Path(path) / INDEX_FILE
         try:

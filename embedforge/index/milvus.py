@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from embedforge.errors import InputError
-from embedforge.index.base import check_k, check_keys, check_vectors, empty_result
+from embedforge.index.base import BaseIndex, empty_result
 
 __all__ = ["MilvusIndex", "parse_milvus_spec"]
 
@@ -61,14 +61,13 @@ def _client(uri: str, token: str | None) -> Any:
         raise InputError(f"cannot connect to Milvus at {uri}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
 
 
-class MilvusIndex:
+class MilvusIndex(BaseIndex):
     """A Milvus collection of (id INT64 primary key, vector FLOAT_VECTOR(dim)) searched by inner product."""
 
     persistent = True
 
     def __init__(self, dim: int, spec: str = "milvus", *, default_uri: str | Path | None = None) -> None:
-        self.dim = int(dim)
-        self.spec = spec
+        super().__init__(dim, spec)
         uri, options = parse_milvus_spec(spec)
         if uri is None:
             if default_uri is None:
@@ -86,6 +85,10 @@ class MilvusIndex:
         else:
             self._create(self._index_type)
 
+    @classmethod
+    def from_spec(cls, spec: str, dim: int, *, default_uri: str | Path | None = None) -> MilvusIndex:
+        return cls(dim, spec, default_uri=default_uri)
+
     def _create(self, index_type: str) -> None:
         from pymilvus import DataType, MilvusClient
 
@@ -102,9 +105,7 @@ class MilvusIndex:
         res = self._client.query(self.name, filter="", output_fields=["count(*)"])
         return int(res[0]["count(*)"]) if res else 0
 
-    def add(self, vectors: np.ndarray, keys: np.ndarray) -> None:
-        vectors = check_vectors(vectors, self.dim)
-        keys = check_keys(keys, vectors.shape[0])
+    def _add(self, vectors: np.ndarray, keys: np.ndarray) -> None:
         for start in range(0, keys.shape[0], INSERT_BATCH):
             rows = [
                 {"id": int(key), "vector": vec}
@@ -122,28 +123,19 @@ class MilvusIndex:
             found.extend(int(r["id"]) for r in res)
         return np.unique(np.asarray(found, dtype=np.int64))
 
-    def remove(self, keys: np.ndarray) -> int:
-        present = self.existing(np.asarray(keys, dtype=np.int64).reshape(-1))
+    def _remove(self, keys: np.ndarray) -> int:
+        present = self.existing(keys)
         for start in range(0, present.shape[0], MAX_FILTER_KEYS):
             self._client.delete(self.name, ids=present[start : start + MAX_FILTER_KEYS].tolist())
         return int(present.shape[0])
 
-    def search(
-        self, queries: np.ndarray, k: int, *, subset: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        k = check_k(k)
-        queries = check_vectors(queries, self.dim, "queries")
+    def _search(self, queries: np.ndarray, k: int, subset: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         n = queries.shape[0]
         out_s, out_k = empty_result(n, k)
-        if not n:
-            return out_s, out_k
         expr = ""
         limit = min(k, MAX_LIMIT)
-        allowed: np.ndarray | None = None
-        if subset is not None:
-            allowed = np.unique(np.asarray(subset, dtype=np.int64))
-            if not allowed.size:
-                return out_s, out_k
+        allowed = subset  # sorted, distinct (BaseIndex.search)
+        if allowed is not None:
             if allowed.size <= MAX_FILTER_KEYS:
                 expr = f"id in {allowed.tolist()}"
             else:
@@ -165,7 +157,7 @@ class MilvusIndex:
         self._client.flush(self.name)
 
     def drop(self) -> None:
-        """Delete the Milvus collection (used before a rebuild)."""
+        """Delete the Milvus collection and create it empty again (used before a rebuild)."""
         if self._client.has_collection(self.name):
             self._client.drop_collection(self.name)
         self._create(self._index_type)

@@ -21,12 +21,10 @@ The float vectors stay where the caller keeps them (a collection passes a read-o
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from embedforge.errors import InputError
-from embedforge.index.base import check_k, check_keys, check_vectors, empty_result, topk_from_scores
+from embedforge.index.base import BaseIndex, check_vectors, empty_result, topk_from_scores
 
 __all__ = ["QuantizedIndex", "parse_quantized_spec"]
 
@@ -47,14 +45,11 @@ def parse_quantized_spec(spec: str) -> tuple[str, int]:
     return kind, rescore
 
 
-class QuantizedIndex:
+class QuantizedIndex(BaseIndex):
     """First pass on int8 or binary codes, exact float rescoring of the candidates."""
 
-    persistent = False
-
     def __init__(self, dim: int, spec: str = "int8") -> None:
-        self.dim = int(dim)
-        self.spec = spec
+        super().__init__(dim, spec)
         self.kind, self.rescore = parse_quantized_spec(spec)
         self._ranges: np.ndarray | None = None  # (2, dim) float32, int8 only
         self._codes: list[np.ndarray] = []  # blocks of int8 (n, dim) or uint8 (n, dim/8)
@@ -76,24 +71,21 @@ class QuantizedIndex:
             self._ranges = np.stack([vectors.min(axis=0), vectors.max(axis=0)]).astype(np.float32)
         return np.asarray(quantize_embeddings(vectors, precision="int8", ranges=self._ranges), dtype=np.int8)
 
-    def add(self, vectors: np.ndarray, keys: np.ndarray) -> None:
+    def _vectors_to_add(self, vectors: np.ndarray) -> np.ndarray:
         if isinstance(vectors, np.memmap) and vectors.dtype == np.float32 and vectors.ndim == 2:
-            floats: np.ndarray = vectors  # keep it on disk
             if vectors.shape[1] != self.dim:
                 raise InputError(f"dimension mismatch: vectors have dimension {vectors.shape[1]}, the index has {self.dim}")
-        else:
-            floats = check_vectors(vectors, self.dim)
-        keys = check_keys(keys, floats.shape[0])
-        if not floats.shape[0]:
-            return
+            return vectors  # keep it on disk
+        return check_vectors(vectors, self.dim)
+
+    def _add(self, floats: np.ndarray, keys: np.ndarray) -> None:
         codes = [self._quantize(np.asarray(floats[i : i + BLOCK_ROWS])) for i in range(0, floats.shape[0], BLOCK_ROWS)]
         self._codes.append(np.concatenate(codes))
         self._floats.append(floats)
         self._keys.append(keys)
         self._live.append(np.ones(keys.shape[0], dtype=bool))
 
-    def remove(self, keys: np.ndarray) -> int:
-        keys = np.asarray(keys, dtype=np.int64)
+    def _remove(self, keys: np.ndarray) -> int:
         count = 0
         for block_keys, live in zip(self._keys, self._live, strict=True):
             hit = np.isin(block_keys, keys) & live
@@ -125,13 +117,9 @@ class QuantizedIndex:
         out_p[:, :kk] = rows[idx]
         return out_s, out_p
 
-    def search(
-        self, queries: np.ndarray, k: int, *, subset: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        k = check_k(k)
-        queries = check_vectors(queries, self.dim, "queries")
+    def _search(self, queries: np.ndarray, k: int, subset: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         n = queries.shape[0]
-        if not len(self) or not n:
+        if not len(self):
             return empty_result(n, k)
         want = k * self.rescore
         # First pass: candidates as (block, row) positions, encoded in one int64 "position key".
@@ -139,7 +127,7 @@ class QuantizedIndex:
         qbits = np.ascontiguousarray(np.packbits(queries > 0, axis=1)) if self.kind == "binary" else None  # (n, dim/8)
         offset = 0
         for b, (keys, live) in enumerate(zip(self._keys, self._live, strict=True)):
-            mask = live if subset is None else live & np.isin(keys, np.asarray(subset, dtype=np.int64))
+            mask = live if subset is None else live & np.isin(keys, subset)
             if qbits is not None:
                 s, p = self._hamming_pass(qbits, b, mask, want)
                 p[p >= 0] += offset
@@ -179,8 +167,9 @@ class QuantizedIndex:
             out_s[i], out_k[i] = s[0], kk[0]
         return out_s, out_k
 
-    def save(self, path: Path) -> None:
-        return None  # rebuilt from the collection's vectors (quantising is a fast pass)
+    def drop(self) -> None:
+        self._ranges = None
+        self._codes, self._floats, self._keys, self._live = [], [], [], []
 
 
 def topk_from_scores_rows(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
