@@ -1,0 +1,283 @@
+"""Compression table: the bundled MiniLM (6 layers) against its students, PCA, ONNX fp32/int8, combinations, static.
+
+For each row: STS-B test Spearman x100, SciFact nDCG@10 (exact cosine search), sentences/s on short
+STS-B sentences and on SciFact abstracts (256 tokens), each measured in the same run as plain
+sentence-transformers ``encode`` of the teacher (alternating repetitions teacher / row, median of
+3, batch 64; the ratio is the row's median over the teacher's median), model MB (the files its
+backend reads), bytes per float32 vector, the label-free fidelity from its manifest, and the load
+average of the machine before and after its speed runs. Kendall tau between the fidelity numbers
+and the quality numbers across the compressed rows says whether fidelity ranks them the same way.
+
+    .venv/bin/python bench/compress.py            # the full table -> bench/results/compress.json + BENCHMARKS.md
+    .venv/bin/python bench/compress.py --quick    # tiny sizes, a smoke test -> bench/results/compress-smoke.json
+    .venv/bin/python bench/compress.py --quick --rows onnx-int8   # the smallest smoke test (teacher + one row)
+
+Compressed models are kept under bench/cache/compress/ (reused when their manifest config matches).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import CACHE, machine, update_section, write_result  # noqa: E402
+
+from embedforge.compress import CompressConfig, compress  # noqa: E402
+from embedforge.corpus import join_title, read_documents, read_records  # noqa: E402
+from embedforge.encode import encode  # noqa: E402
+from embedforge.evaluate.metrics import ndcg_at_k  # noqa: E402
+from embedforge.evaluate.sts import load_stsb, sts_spearman  # noqa: E402
+from embedforge.models import load_model, read_manifest  # noqa: E402
+
+BATCH = 64  # texts per forward pass in every speed and quality run
+LONG_TOKENS = 256  # abstracts truncated here (MiniLM's own max length)
+
+
+def rows(quick: bool, static: bool) -> dict[str, CompressConfig | None]:
+    """Row name -> config (None: the teacher itself)."""
+    if quick:
+        return {
+            "teacher": None,
+            "layers-2": CompressConfig(layers=2, epochs=1),
+            "pca-32": CompressConfig(dim=32),
+            "onnx-int8": CompressConfig(quantize="onnx-int8"),
+            "layers-2+int8": CompressConfig(layers=2, quantize="onnx-int8", epochs=1),
+        }
+    table: dict[str, CompressConfig | None] = {"teacher": None}
+    for n in (4, 3, 2, 1):
+        table[f"layers-{n}"] = CompressConfig(layers=n)
+    for d in (256, 128, 64):
+        table[f"pca-{d}"] = CompressConfig(dim=d)
+    table["onnx-fp32"] = CompressConfig(quantize="onnx-fp32")
+    table["onnx-int8"] = CompressConfig(quantize="onnx-int8")
+    table["layers-3+int8"] = CompressConfig(layers=3, quantize="onnx-int8")
+    table["layers-2+int8"] = CompressConfig(layers=2, quantize="onnx-int8")
+    table["layers-3+pca-128+int8"] = CompressConfig(layers=3, dim=128, quantize="onnx-int8")
+    if static:
+        table["static-256"] = CompressConfig(static=True, dim=256)
+    return table
+
+
+def loadavg() -> float:
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+def train_texts(data: Path, limit: int) -> list[str]:
+    """The "user's texts": general (Wikipedia) and scientific (SciFact) sentences, interleaved, deduplicated."""
+    files = [data / "unlabeled" / "wiki_head.txt", data / "unlabeled" / "scifact_sentences.txt"]
+    lists = [[line.strip() for line in f.read_text(encoding="utf-8").splitlines() if len(line.strip()) > 20]
+             for f in files]
+    mixed = [t for pair in zip(*lists, strict=False) for t in pair]
+    return list(dict.fromkeys(mixed))[:limit]
+
+
+def scifact(data: Path, n_queries: int | None) -> tuple[list[str], list[str], list[str], dict[str, dict[str, int]]]:
+    """(doc ids, doc texts, query texts in qrels order, qrels) of SciFact test; with ``n_queries`` a small slice."""
+    folder = data / "retrieval" / "scifact"
+    qrels: dict[str, dict[str, int]] = {}
+    with open(folder / "qrels" / "test.tsv", encoding="utf-8") as f:
+        for row in csv.reader(f, delimiter="\t"):
+            if len(row) >= 3 and row[2].strip().isdigit():
+                qrels.setdefault(row[0], {})[row[1]] = int(row[2])
+    queries = {str(r["_id"]): str(r["text"]) for _, r in read_records(folder / "queries.jsonl") if str(r["_id"]) in qrels}
+    qids = sorted(q for q in qrels if q in queries)
+    docs = read_documents(folder)
+    if n_queries is not None:
+        qids = qids[:n_queries]
+        judged = {d for q in qids for d in qrels[q]}
+        docs = [d for i, d in enumerate(docs) if d.id in judged or i < 10 * n_queries]
+    return [d.id for d in docs], [join_title(d.title, d.text) for d in docs], [queries[q] for q in qids], \
+        {q: qrels[q] for q in qids}
+
+
+def make_row(name: str, config: CompressConfig, texts: list[str], cache: Path, force: bool) -> Path:
+    out = cache / name
+    manifest = read_manifest(out) if out.is_dir() else None
+    if force or manifest is None or manifest.get("compress", {}).get("config") != config.to_dict():
+        print(f"[compress] {name} ...", flush=True)
+        compress("minilm", "bench:train-texts", out, config, texts=texts, overwrite=True)
+    return out
+
+
+def model_mb(path: Path | None, manifest: dict[str, Any] | None) -> float:
+    """MB of the files the row's backend reads: the ONNX file, or everything but onnx/ for PyTorch."""
+    if path is None:
+        from embedforge.models import resolve_model
+
+        path = Path(resolve_model("minilm"))
+    spec = (manifest or {}).get("backend")
+    if spec:
+        return (path / spec["file"]).stat().st_size / 1e6
+    files = [p for p in path.rglob("*") if p.is_file() and "onnx" not in p.relative_to(path).parts]
+    return sum(p.stat().st_size for p in files if p.suffix in (".safetensors", ".bin", ".pt")) / 1e6
+
+
+def speed(teacher: Any, encoder: Any, texts: list[str], reps: int) -> dict[str, float]:
+    """Sentences/s of ``encoder`` and of plain ``teacher.encode`` on ``texts``, alternating, median of ``reps``."""
+    t_times, r_times = [], []
+    before = loadavg()
+    for _ in range(reps):
+        start = time.perf_counter()
+        teacher.encode(texts, batch_size=BATCH, convert_to_numpy=True)
+        t_times.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        encode(encoder, texts, batch_size=BATCH)
+        r_times.append(time.perf_counter() - start)
+    t_med, r_med = statistics.median(t_times), statistics.median(r_times)
+    return {"per_s": len(texts) / r_med, "teacher_per_s": len(texts) / t_med, "x_teacher": t_med / r_med,
+            "load_before": before, "load_after": loadavg()}
+
+
+def quality(encoder: Any, sts: Any, docs: list[str], doc_ids: list[str], queries: list[str],
+            qrels: dict[str, dict[str, int]]) -> dict[str, float]:
+    e1 = encode(encoder, sts.sentences1, batch_size=BATCH)
+    e2 = encode(encoder, sts.sentences2, batch_size=BATCH)
+    finite = isinstance(getattr(encoder, "max_seq_length", None), int)  # a static model has no token limit
+    d = encode(encoder, docs, batch_size=BATCH, max_length=LONG_TOKENS if finite else None)
+    q = encode(encoder, queries, batch_size=BATCH)
+    scores = q @ d.T  # (queries, docs), unit vectors
+    top = np.argsort(-scores, axis=1)[:, :10]
+    run = {qid: {doc_ids[j]: float(scores[i, j]) for j in top[i]} for i, qid in enumerate(qrels)}
+    return {"stsb_spearman": sts_spearman(sts, e1, e2), "scifact_ndcg10": 100.0 * ndcg_at_k(run, qrels, 10)}
+
+
+def kendall(results: dict[str, dict[str, Any]], x: str, y: str) -> float | None:
+    from scipy.stats import kendalltau
+
+    pairs = [(r[x], r[y]) for name, r in results.items()
+             if name != "teacher" and r.get(x) is not None and r.get(y) is not None]
+    if len(pairs) < 3:
+        return None
+    tau = kendalltau([p[0] for p in pairs], [p[1] for p in pairs]).statistic
+    return None if np.isnan(tau) else float(tau)
+
+
+def _num(x: float | None, digits: int) -> str:
+    return "—" if x is None else f"{x:.{digits}f}"
+
+
+def markdown_table(res: dict[str, Any]) -> str:
+    head = ("| model | layers | dim | STS-B | SciFact nDCG@10 | short sent/s | × teacher | 256-tok sent/s | × teacher "
+            "| MB | bytes/vector | fidelity cos | 10-NN overlap |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    lines = [head]
+    for name, r in res["rows"].items():
+        lines.append(
+            f"| {name} | {r['layers'] if r['layers'] is not None else '—'} | {r['dimension']} | {r['stsb_spearman']:.2f} "
+            f"| {r['scifact_ndcg10']:.2f} | {r['short']['per_s']:.0f} | {r['short']['x_teacher']:.2f} "
+            f"| {r['long']['per_s']:.1f} | {r['long']['x_teacher']:.2f} | {r['model_mb']:.1f} | {r['bytes_per_vector']} "
+            f"| {_num(r['fidelity_cos'], 4)} | {_num(r['fidelity_knn'], 3)} |"
+        )
+    m = res["machine"]
+    taus = ", ".join(f"{k} {v:.2f}" if v is not None else f"{k} n/a" for k, v in res["kendall_tau"].items())
+    return (
+        f"## Compression, `bench/compress.py`\n\nTeacher: bundled all-MiniLM-L6-v2; students distilled on "
+        f"{res['train_texts']} texts (Wikipedia + SciFact sentences, {res['holdout_note']}). Speed: batch {BATCH}, "
+        f"median of {res['reps']} alternating with plain sentence-transformers `encode` of the teacher; "
+        f"{m['cpu']}, {m['cores']} cores, load average {res['load_start']:.2f} at start, {res['load_end']:.2f} at end, "
+        f"{res['load_max']:.2f} at most around a speed run (a ratio measured under load is measured alternating with "
+        f"the teacher, so both sides saw it).\n\n"
+        + "\n".join(lines)
+        + "\n\nFidelity: the label-free numbers `compress` stores in the manifest, on the held-out texts: mean cosine "
+        "to the teacher (for PCA rows, of the vector mapped back to the teacher's space against the centred teacher "
+        "vector; none for a static model of another dimension) and overlap of the 10 nearest neighbours. "
+        f"Kendall τ (fidelity vs quality, compressed rows): {taus}.\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=os.environ.get("EMBEDFORGE_DATA", "../shared/data"))
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of the script, not a result")
+    parser.add_argument("--train-texts", type=int, default=20000, help="texts to distil / fit on (full run)")
+    parser.add_argument("--speed-texts", type=int, default=1000, help="short sentences timed per repetition")
+    parser.add_argument("--long-texts", type=int, default=200, help="SciFact abstracts timed per repetition")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--force", action="store_true", help="recompress even when a cached row matches")
+    parser.add_argument("--rows", help="comma-separated row names to run (the teacher always runs); default: all")
+    args = parser.parse_args(argv)
+    data = Path(args.data_dir)
+    quick = args.quick
+    n_train = 80 if quick else args.train_texts
+    import importlib.util
+
+    table = rows(quick, static=importlib.util.find_spec("model2vec") is not None)
+    if args.rows:
+        wanted = {"teacher", *(r.strip() for r in args.rows.split(","))}
+        unknown = wanted - set(table)
+        if unknown:
+            parser.error(f"unknown rows {', '.join(sorted(unknown))}; choose from {', '.join(table)}")
+        table = {name: c for name, c in table.items() if name in wanted}
+    cache = CACHE / ("compress-smoke" if quick else "compress")
+    texts = train_texts(data, n_train)
+    sts = load_stsb(data / "sts", "test")
+    if quick:
+        from embedforge.evaluate.sts import StsData
+
+        sts = StsData(sts.sentences1[:40], sts.sentences2[:40], sts.scores[:40])
+    doc_ids, docs, queries, qrels = scifact(data, 5 if quick else None)
+    short = list(dict.fromkeys(sts.sentences1 + sts.sentences2))[: 32 if quick else args.speed_texts]
+    long_texts = docs[: 8 if quick else args.long_texts]
+    teacher = load_model("minilm")
+    teacher.max_seq_length = LONG_TOKENS
+    load_start = loadavg()
+    results: dict[str, dict[str, Any]] = {}
+    for name, config in table.items():
+        path = None if config is None else make_row(name, config, texts, cache, args.force)
+        manifest = None if path is None else read_manifest(path)
+        info = (manifest or {}).get("compress", {})
+        encoder = teacher if path is None else load_model(path)  # as every command loads it (ONNX when named)
+        print(f"[bench] {name}", flush=True)
+        fid = info.get("fidelity", {}).get(info.get("backend", "torch"), {})
+        results[name] = {
+            "layers": 6 if path is None else (info.get("layers", {}).get("count") or info.get("teacher_layers")),
+            "dimension": int(info.get("dimension", 384)),
+            **quality(encoder, sts, docs, doc_ids, queries, qrels),
+            "short": speed(teacher, encoder, short, args.reps),
+            "long": speed(teacher, encoder, long_texts, args.reps),
+            "model_mb": model_mb(path, manifest),
+            "bytes_per_vector": 4 * int(info.get("dimension", 384)),
+            # a static model of another dimension has no mean cosine to the teacher (None)
+            "fidelity_cos": 1.0 if path is None else fid.get("mean_cosine"),
+            "fidelity_knn": 1.0 if path is None else fid.get("knn_overlap@10"),
+            "backend": info.get("backend", "torch"),
+        }
+        if config is not None and config.static:
+            results[name]["layers"] = None
+    teacher_row = results["teacher"]
+    for r in results.values():
+        r["stsb_delta"] = r["stsb_spearman"] - teacher_row["stsb_spearman"]
+        r["scifact_delta"] = r["scifact_ndcg10"] - teacher_row["scifact_ndcg10"]
+    out = {
+        "machine": machine(), "quick": quick, "reps": args.reps, "train_texts": len(texts),
+        "holdout_note": f"{CompressConfig().holdout:.0%} held out for fidelity", "load_start": load_start,
+        "load_end": loadavg(), "rows": results,
+        "load_max": max(max(r[k]["load_before"], r[k]["load_after"]) for r in results.values() for k in ("short", "long")),
+        "kendall_tau": {
+            "cos~stsb": kendall(results, "fidelity_cos", "stsb_spearman"),
+            "cos~scifact": kendall(results, "fidelity_cos", "scifact_ndcg10"),
+            "knn~stsb": kendall(results, "fidelity_knn", "stsb_spearman"),
+            "knn~scifact": kendall(results, "fidelity_knn", "scifact_ndcg10"),
+        },
+    }
+    path = write_result("compress-smoke" if quick else "compress", out)
+    print(markdown_table(out))
+    if not quick:
+        update_section("compress", markdown_table(out))
+    print(f"-> {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
