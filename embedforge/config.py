@@ -42,6 +42,10 @@ class TrainConfig:
     # tsdae only: a checkpoint with an LM head to decode with (untied); None ties the decoder to
     # the encoder's own checkpoint, which must then hold an LM head (embedforge.train.tsdae)
     decoder: str | None = None
+    # Matryoshka representation learning (Kusupati et al. 2022; sentence-transformers' MatryoshkaLoss):
+    # the loss is also applied to the first d dimensions for each d here, so the model's vectors can be
+    # cut to any of them (embed/serve ``dimensions``) at little loss. None: off. Not with tsdae.
+    matryoshka_dims: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -59,6 +63,13 @@ class TrainConfig:
             raise InputError(f"batch_size must be >= 2 (in-batch negatives need a second text), got {self.batch_size}")
         if self.learning_rate <= 0:
             raise InputError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.matryoshka_dims is not None:
+            dims = tuple(self.matryoshka_dims)
+            if not dims or any(not isinstance(d, int) or d < 1 for d in dims) or len(set(dims)) != len(dims):
+                raise InputError(f"matryoshka_dims must be distinct positive whole numbers, got {self.matryoshka_dims!r}")
+            if self.mode == "tsdae":
+                raise InputError("matryoshka_dims cannot be used with mode tsdae (its loss decodes the full vector)")
+            object.__setattr__(self, "matryoshka_dims", tuple(sorted(dims, reverse=True)))
         if self.max_steps <= 0 and self.epochs <= 0:
             raise InputError(f"epochs or max_steps must be > 0, got epochs={self.epochs} and max_steps={self.max_steps}")
 

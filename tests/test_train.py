@@ -218,3 +218,45 @@ def test_manifest_round_trips_through_json_with_its_types(tiny_hf_dir, text_file
                         ("rows_per_second", float), ("train_file", str), ("loss", str), ("pooler", str)):
         assert type(training[field]) is kind, field
     assert training["train_file"] == str(text_file) and training["steps"] == 1
+
+
+def test_matryoshka_loss_is_the_inner_loss_summed_over_truncated_dimensions(tiny_model_dir):
+    import torch
+    import torch.nn.functional as F
+
+    from embedforge.train.losses import build_loss
+
+    model = load_model(tiny_model_dir)
+    model.eval()  # no dropout: the same features give the same vectors in every pass
+    a = model.tokenize(TEXTS[:6])
+    p = model.tokenize(TEXTS[6:12])
+    config = TrainConfig(matryoshka_dims=(8, 32, 16), temperature=0.05)
+    assert config.matryoshka_dims == (32, 16, 8)
+    with torch.no_grad():
+        got = build_loss("simcse", model, config)([a, p], None).item()
+        za = model(dict(a))["sentence_embedding"]
+        zp = model(dict(p))["sentence_embedding"]
+    expected = 0.0
+    for d in (32, 16, 8):  # InfoNCE on the first d dimensions, re-normalised (MNRL with scale 1/tau)
+        sims = F.normalize(za[:, :d], dim=-1) @ F.normalize(zp[:, :d], dim=-1).T / 0.05
+        expected += F.cross_entropy(sims, torch.arange(6)).item()
+    assert got == pytest.approx(expected, rel=1e-4)
+    with pytest.raises(InputError, match="only 32 dimensions"):
+        build_loss("simcse", model, TrainConfig(matryoshka_dims=(64, 32)))
+
+
+def test_matryoshka_from_the_cli_trains_and_is_recorded(tiny_model_dir, text_file, tmp_path, capsys):
+    from embedforge.cli import main
+
+    out = tmp_path / "m"
+    assert main(["train", "--model", str(tiny_model_dir), "--train-file", str(text_file), "--output", str(out),
+                 "--batch-size", "8", "--max-steps", "2", "--matryoshka-dims", "32,16", "--no-progress"]) == 0
+    assert read_manifest(out)["training"]["matryoshka_dims"] == [32, 16]
+    with pytest.raises(SystemExit) as exc:  # argparse: usage + one line, exit 2
+        main(["train", "--model", str(tiny_model_dir), "--train-file", str(text_file), "--output", str(tmp_path / "x"),
+              "--matryoshka-dims", "16,a"])
+    assert exc.value.code == 2 and "expected comma-separated whole numbers" in capsys.readouterr().err
+    assert main(["train", "--model", str(tiny_model_dir), "--mode", "tsdae", "--train-file", str(text_file),
+                 "--output", str(tmp_path / "y"), "--matryoshka-dims", "16"]) == 2
+    assert "cannot be used with mode tsdae" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

@@ -58,6 +58,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--save-steps", type=int, default=_TRAIN.save_steps, help="checkpoint every N steps, for resuming (default: %(default)s)")
     p.add_argument("--allow-duplicates", action="store_true", default=not _TRAIN.no_duplicates,
                    help="allow the same text twice in a batch")
+    p.add_argument("--matryoshka-dims", type=_dims, default=_TRAIN.matryoshka_dims, metavar="D,D,...",
+                   help="Matryoshka training: also train the first D dimensions for each D (e.g. 384,256,128,64), "
+                        "so vectors can be cut to any of them (default: off)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train)
@@ -84,7 +87,16 @@ TRAIN_FIELDS = (
     ("hard_negative_weight", "hard_negative_weight"), ("max_length", "max_length"), ("lr", "learning_rate"),
     ("batch_size", "batch_size"), ("epochs", "epochs"), ("max_steps", "max_steps"), ("warmup_ratio", "warmup_ratio"),
     ("seed", "seed"), ("eval_steps", "eval_steps"), ("save_steps", "save_steps"), ("decoder", "decoder"),
+    ("matryoshka_dims", "matryoshka_dims"),
 )
+
+
+def _dims(text: str) -> tuple[int, ...]:
+    """``"384,256,128"`` -> ``(384, 256, 128)``; argparse turns the ValueError into one clear line."""
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
 
 
 def _local(path: str | None) -> str | None:

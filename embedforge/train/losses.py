@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from embedforge.config import TrainConfig
 
-__all__ = ["LOSSES", "LossBuilder", "build_loss"]
+__all__ = ["LOSSES", "LossBuilder", "build_loss", "matryoshka"]
 
 LossBuilder = Callable[["SentenceTransformer", "TrainConfig"], "nn.Module"]
 
@@ -37,4 +37,21 @@ def build_loss(name: str, model: SentenceTransformer, config: TrainConfig) -> nn
         builder = LOSSES[name]
     except KeyError:
         raise ValueError(f"unknown loss {name!r}; expected one of {', '.join(LOSSES)}") from None
-    return builder(model, config)
+    loss = builder(model, config)
+    dims = getattr(config, "matryoshka_dims", None)
+    if dims:
+        return matryoshka(model, loss, dims)
+    return loss
+
+
+def matryoshka(model: SentenceTransformer, loss: nn.Module, dims: tuple[int, ...]) -> nn.Module:
+    """``loss`` also applied to the first d dimensions (re-normalised) for each d of ``dims``, equally
+    weighted: sentence-transformers' ``MatryoshkaLoss``; InputError when a d exceeds the model's dimension."""
+    from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss
+
+    from embedforge.errors import InputError
+
+    full = model.get_sentence_embedding_dimension()
+    if full is not None and max(dims) > full:
+        raise InputError(f"matryoshka_dims {list(dims)}: the model has only {full} dimensions")
+    return MatryoshkaLoss(model, loss, matryoshka_dims=list(dims))
