@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "embedforge.cli.serve",
     "embedforge.cli.adapt",
     "embedforge.cli.compress",
+    "embedforge.cli.images",
     "embedforge.cli.multilingual",
 )
 
