@@ -7,7 +7,7 @@ any point leaves the previous state readable)::
     DIR/CURRENT                 {"format": "embedforge-collection/1", "version": "v000004"}
     DIR/.lock                   the writer lock (flock) and its holder: pid, host, start time
     DIR/v000004/.embedforge-version   our marker: only marked vNNNNNN directories are ever removed
-    DIR/v000004/manifest.json   model + pooling/normalize/dimension/prefixes, index spec, files (bytes, crc32)
+    DIR/v000004/manifest.json   model + pooling/normalize/dimension/prefixes, index spec, files (bytes, crc32), its own checksum
     DIR/v000004/vectors.npy     float32 (n, dim), L2-normalised, memory-mapped on open
     DIR/v000004/keys.npy        int64 (n,) index keys (never reused)
     DIR/v000004/docs.jsonl      {"id", "text", "metadata"} per row
@@ -17,8 +17,9 @@ any point leaves the previous state readable)::
     DIR/.staging/               shards + checkpoint of an interrupted :func:`embedforge.ingest.index_documents`
 
 One writer at a time (:mod:`embedforge.lock`); readers take no lock and never write. Every file of
-a version except the manifest is in the manifest's ``files`` table and checked on open; a file
-not in the table, a missing table or key, a wrong size or checksum is an :class:`InputError`.
+a version except the manifest is in the manifest's ``files`` table and checked on open, and the
+manifest carries a crc32 of its own canonical JSON; a file not in the table, a missing table or
+key, a wrong size or checksum is an :class:`InputError`.
 """
 
 from __future__ import annotations
@@ -60,8 +61,9 @@ DEFAULT_RERANK_TOP = 30  # hits re-scored by a cross-encoder (CPU time grows lin
 DATA_FILES = ("vectors.npy", "keys.npy", "docs.jsonl")
 MARKER = ".embedforge-version"  # written first into every version directory we make; only marked ones are removed
 VERSION_NAME = re.compile(r"v\d{6}")  # a version directory's exact name
-TMP_NAME = re.compile(r"\.v\d{6}\.tmp")  # a version being written
-MANIFEST_KEYS = ("model", "dimension", "fingerprint", "query_prefix", "document_prefix", "index_spec", "index", "count", "next_key", "files")
+TMP_NAME = re.compile(r"\.v\d{6}\.tmp")  # a version being written, or being removed
+POINTER_TMP = re.compile(r"\.CURRENT\..+\.tmp")  # CURRENT being replaced (embedforge.io.atomic_write)
+MANIFEST_KEYS = ("model", "dimension", "fingerprint", "query_prefix", "document_prefix", "index_spec", "index", "count", "next_key", "files", "checksum")
 OURS_WITHOUT_CURRENT = (LOCK_FILE, ".staging", "milvus.db")  # what a directory may hold before its first version
 
 
@@ -83,6 +85,17 @@ def _file_table(version: Path) -> dict[str, dict[str, int]]:
     return {n: {"bytes": (version / n).stat().st_size, "crc32": _crc_file(version / n)} for n in _version_files(version)}
 
 
+def manifest_checksum(manifest: Mapping[str, Any]) -> int:
+    """crc32 of the manifest's canonical JSON, ``checksum`` left out: the manifest checks itself.
+
+    Canonical (sorted keys, ASCII, no spaces) so it is the same before writing and after reading
+    (JSON floats round-trip exactly); any changed value, key or table entry changes it.
+    """
+    body = {k: v for k, v in manifest.items() if k != "checksum"}
+    text = json.dumps(body, sort_keys=True, ensure_ascii=True, separators=(",", ":"), default=str)
+    return zlib.crc32(text.encode("ascii"))
+
+
 LEGACY_CACHES = ("bm25/", ".bm25.tmp/")  # search caches that older versions wrote after the save; never read
 
 
@@ -97,7 +110,12 @@ def verify_version(version: Path, manifest: Any) -> None:
         raise InputError("corrupt collection manifest (not a JSON object)", where)
     missing = [k for k in MANIFEST_KEYS if k not in manifest]
     if missing:
-        raise InputError(f"collection manifest lacks {', '.join(missing)} (its file table lists the checksums that are checked on open)", where)
+        raise InputError(
+            f"collection manifest lacks {', '.join(missing)}, so the version cannot be verified "
+            "(damaged, or written by an older embedforge: index it again)", where,
+        )
+    if manifest["checksum"] != manifest_checksum(manifest):
+        raise InputError("corrupt collection manifest (checksum mismatch: a value was changed after it was written)", where)
     table = manifest["files"]
     if not isinstance(table, dict) or any(name not in table for name in DATA_FILES):
         raise InputError("collection manifest has no complete file table (files: bytes, crc32); the version cannot be verified", where)
@@ -159,7 +177,7 @@ def check_new_collection_dir(root: Path) -> None:
         foreign = sorted(
             p.name for p in root.iterdir()
             if p.name not in OURS_WITHOUT_CURRENT and not p.name.startswith(("milvus.db", ".milvus.db"))
-            and not (TMP_NAME.fullmatch(p.name) and _is_ours(p))
+            and not _is_leftover(p)
         )
         if foreign:
             raise InputError(
@@ -172,6 +190,43 @@ def check_new_collection_dir(root: Path) -> None:
 def _is_ours(path: Path) -> bool:
     """A version (or version-in-progress) directory that embedforge wrote: it carries our marker."""
     return path.is_dir() and not path.is_symlink() and (path / MARKER).is_file()
+
+
+def _is_leftover(path: Path) -> bool:
+    """What a writer killed before its first ``CURRENT`` leaves: our marked versions, a still empty
+    ``.vNNNNNN.tmp`` (killed between its mkdir and its marker) and a ``CURRENT`` temporary file."""
+    if VERSION_NAME.fullmatch(path.name) or TMP_NAME.fullmatch(path.name):
+        if _is_ours(path):
+            return True
+        return bool(TMP_NAME.fullmatch(path.name)) and path.is_dir() and not path.is_symlink() and not any(path.iterdir())
+    return bool(POINTER_TMP.fullmatch(path.name)) and path.is_file() and not path.is_symlink()
+
+
+def _remove_ours(path: Path) -> None:
+    """Remove a marked version directory so that a kill at any point leaves it marked, or empty.
+
+    A version is first renamed to ``.vNNNNNN.tmp`` (a partly removed directory is then never
+    taken for a version), its marker goes last, then the empty directory.
+    """
+    if VERSION_NAME.fullmatch(path.name):
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            os.rename(path, tmp)
+            path = tmp
+        except OSError:
+            pass  # a directory of that name that is not ours (rename never replaces a non-empty one): remove in place
+    for child in path.iterdir():
+        if child.name == MARKER:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                child.unlink()
+    with contextlib.suppress(OSError):
+        (path / MARKER).unlink()
+    with contextlib.suppress(OSError):
+        path.rmdir()
 
 
 def stored_model_name(model_name: str) -> str:
@@ -362,6 +417,7 @@ class Collection:
                 "updated": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                 "files": _file_table(tmp),
             }
+            manifest["checksum"] = manifest_checksum(manifest)
             write_json(tmp / "manifest.json", manifest)
             for file in tmp.rglob("*"):
                 if file.is_file():
@@ -376,8 +432,8 @@ class Collection:
         except BaseException as err:
             shutil.rmtree(tmp, ignore_errors=True)
             with contextlib.suppress(InputError):
-                if _read_pointer(self.path) != name:  # never written: the new version is an orphan
-                    shutil.rmtree(self.path / name, ignore_errors=True)
+                if (self.path / name).is_dir() and _read_pointer(self.path) != name:  # never written: an orphan
+                    _remove_ours(self.path / name)
             if isinstance(err, OSError):
                 reason = os.strerror(err.errno) if err.errno else str(err)
                 kept = f"the previous version {previous} is intact" if previous else "nothing was saved"
@@ -388,8 +444,15 @@ class Collection:
         self._dirty = False
         self._remove_old(keep=name, previous=previous)
 
+    def remove_leftovers(self) -> None:
+        """Remove what a writer killed after switching ``CURRENT`` left: our old versions, temporary files."""
+        if self._version_dir is not None:
+            with write_lock(self.path, create=False):
+                self._remove_old(keep=self._version_dir.name, previous=None)
+
     def _remove_old(self, keep: str, previous: str | None) -> None:
-        """Remove our old versions and leftovers: marked ``vNNNNNN`` / ``.vNNNNNN.tmp`` directories only.
+        """Remove our old versions and leftovers: marked ``vNNNNNN`` / ``.vNNNNNN.tmp`` directories,
+        empty ``.vNNNNNN.tmp`` ones and ``CURRENT`` temporary files (see :func:`_is_leftover`).
 
         The version current before this save is removed too (collections written before the
         marker existed have unmarked versions); nothing else in the directory is touched.
@@ -397,10 +460,15 @@ class Collection:
         for entry in self.path.iterdir():
             if entry.name == keep:
                 continue
-            ours = (VERSION_NAME.fullmatch(entry.name) or TMP_NAME.fullmatch(entry.name)) and _is_ours(entry)
             legacy = entry.name == previous and (entry / "manifest.json").is_file() and not entry.is_symlink()
-            if ours or legacy:
+            if legacy and not _is_ours(entry):
                 shutil.rmtree(entry, ignore_errors=True)
+            elif _is_leftover(entry):
+                if entry.is_dir():
+                    _remove_ours(entry)
+                else:
+                    with contextlib.suppress(OSError):
+                        entry.unlink()
 
     def _write_pointer(self, name: str) -> None:
         with atomic_write(self.path / "CURRENT") as f:
@@ -521,6 +589,7 @@ class Collection:
             self._meta.append(meta)
         self._bm25 = None
         self._dirty = True
+        self.manifest.pop("ingested", None)  # see embedforge.ingest: no longer the version an ingest made
         return len(rows)
 
     def delete(self, ids: Iterable[str], *, missing_ok: bool = False) -> int:
@@ -545,6 +614,7 @@ class Collection:
         self._row = {doc_id: i for i, doc_id in enumerate(self._ids)}
         self._bm25 = None
         self._dirty = True
+        self.manifest.pop("ingested", None)
         return int(rows.size)
 
     def upsert(self, docs: Iterable[DocLike], **kwargs: Any) -> int:

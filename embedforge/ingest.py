@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 _CHANGED = "the corpus changed while it was being indexed (its documents differ from what the first pass read); nothing was saved"
 _END = object()
+INGESTED = "ingested"  # manifest key: digest of the ingest that made the version (dropped by any other change)
 _SKIP = {"_id", "id", "doc_id", "docid", "text", "sentence", "content", "body", "title", "metadata"}
 
 
@@ -82,7 +83,8 @@ def index_documents(path: str | os.PathLike[str], model_name: str, docs: Iterabl
 
     Every ``chunk_size`` documents the vectors go to ``path/.staging/shard-N.npy`` and the number
     done to ``checkpoint.json`` (both atomic). Run again after an interruption with the same
-    documents and model: finished chunks are read back, not re-encoded. The collection itself
+    documents and model: finished chunks are read back, not re-encoded (and a run killed after its
+    save, before its cleanup, is recognised as done). The collection itself
     changes only at the end, in one :meth:`Collection.save`. ``processes > 1`` encodes with that
     many worker processes (:func:`embedforge.encode.encode_pool`): for machines with many cores,
     where one process's torch threads leave cores idle. Options: ``index_spec`` ("auto"),
@@ -125,19 +127,31 @@ class _Digest:
         return self._h.hexdigest()
 
 
-def _scan(stream: Iterable[DocLike], coll: Collection | None, upsert: bool, head: str, show_progress: bool) -> _Digest:
-    """Validate every document (and its id against ``coll``) without keeping texts; their digest."""
+def _duplicate(doc_id: str) -> InputError:
+    return InputError(f"duplicate id {doc_id!r}: already in the collection or repeated in the input (use --upsert)")
+
+
+def _scan(stream: Iterable[DocLike], coll: Collection | None, upsert: bool, head: str, show_progress: bool) -> tuple[_Digest, str | None]:
+    """Validate every document (and its id against ``coll``) without keeping texts; their digest and the first duplicate id.
+
+    A duplicate fails at once, unless ``coll``'s last save was an ingest (then the digest is
+    finished, to tell a rerun of that same ingest, killed after it saved, from a real duplicate).
+    """
     from tqdm.auto import tqdm
 
     digest = _Digest(head)
     seen: set[str] = set()
+    first: str | None = None
+    finish = coll is not None and INGESTED in coll.manifest
     for doc in tqdm(stream, disable=not show_progress, desc="reading", unit="doc"):
         doc_id, _ = digest.add(doc)
-        if not upsert:
+        if not upsert and first is None:
             if (coll is not None and doc_id in coll) or doc_id in seen:
-                raise InputError(f"duplicate id {doc_id!r}: already in the collection or repeated in the input (use --upsert)")
+                if not finish:
+                    raise _duplicate(doc_id)
+                first = doc_id
             seen.add(doc_id)
-    return digest
+    return digest, first
 
 
 def _index_stream(path: str | os.PathLike[str], model_name: str, open_stream: Callable[[], Iterable[DocLike]], **options: Any) -> Collection:
@@ -182,8 +196,17 @@ def _index_locked(
     # pass 1: fail on a bad line or a duplicate id before hours of encoding, not after
     manifest = existing.manifest if existing is not None else {"model": stored_model_name(model_name), "document_prefix": document_prefix}
     head = f"{manifest['model']}\0{manifest['document_prefix']}\0{chunk_size}\0"
-    scanned = _scan(open_stream(), existing, upsert, head, show_progress and bool(source))
+    scanned, duplicate = _scan(open_stream(), existing, upsert, head, show_progress and bool(source))
     n, signature = scanned.n, scanned.hexdigest()
+    if duplicate is not None:
+        assert existing is not None
+        if existing.manifest.get(INGESTED) != signature:
+            raise _duplicate(duplicate)
+        # the same run was killed after its save, before it cleaned up: it is done
+        logger.info("%s: these documents were already indexed by an earlier run of this command", root)
+        existing.remove_leftovers()
+        shutil.rmtree(root / ".staging", ignore_errors=True)
+        return existing
     if n == 0 and source:
         raise InputError("no documents to index", source)
     if existing is not None:
@@ -250,6 +273,7 @@ def _index_locked(
     if at != n or final.hexdigest() != signature:
         raise changed()
     (coll.upsert if upsert else coll.add)(docs, vectors=vectors)
+    coll.manifest[INGESTED] = signature  # a rerun after a kill between this save and the cleanup knows it is done
     coll.save()
     shutil.rmtree(staging, ignore_errors=True)
     return coll

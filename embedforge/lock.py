@@ -22,6 +22,7 @@ import json
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from embedforge.errors import InputError
 __all__ = ["LOCK_FILE", "CollectionLocked", "write_lock", "holder", "is_held"]
 
 LOCK_FILE = ".lock"  # inside the collection directory; kept between writers
+HOLDER_WAIT_STEPS = 50  # a writer refused waits up to 50 x 10 ms for the holder to record itself
 
 _HELD: dict[str, _Held] = {}  # resolved directory -> this process's hold on it
 _GUARD = threading.Lock()
@@ -61,6 +63,30 @@ def _describe(info: dict[str, object]) -> str:
     return f"pid {info.get('pid', '?')} on host {info.get('host', '?')} since {info.get('started', '?')}"
 
 
+def _current_holder(directory: Path) -> dict[str, object]:
+    """The holder of a lock found taken: it records itself just after locking, so wait a moment for that."""
+    for _ in range(HOLDER_WAIT_STEPS):
+        info = holder(directory)
+        if info.get("pid") is not None and not _dead_here(info):  # else: a dead writer's record, not yet replaced
+            return info
+        time.sleep(0.01)
+    return {}
+
+
+def _dead_here(info: dict[str, object]) -> bool:
+    """Whether ``info`` names a process of this host that is no longer running."""
+    pid = info.get("pid")
+    if info.get("host") != socket.gethostname() or not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def _open_locked(directory: Path) -> int:
     """An fd of ``directory/.lock`` holding an exclusive flock; CollectionLocked when taken."""
     import fcntl
@@ -77,7 +103,7 @@ def _open_locked(directory: Path) -> int:
             os.close(fd)
             if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise CollectionLocked(
-                    f"is being written by {_describe(holder(directory))}; wait for it to finish "
+                    f"is being written by {_describe(_current_holder(directory))}; wait for it to finish "
                     f"(one writer at a time)", directory
                 ) from None
             raise InputError(f"cannot lock the collection ({err.strerror})", directory) from None
@@ -101,16 +127,16 @@ def _record(fd: int, directory: Path) -> None:
     info = {"pid": os.getpid(), "host": socket.gethostname(),
             "started": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
     data = (json.dumps(info) + "\n").encode()
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, data, 0)
+    os.pwrite(fd, data, 0)  # then cut what is left of the old text: a reader never sees an empty file
+    os.ftruncate(fd, len(data))
 
 
 def _release(fd: int) -> None:
     import fcntl
 
     with contextlib.suppress(OSError):  # say the holder left cleanly, so the next one logs no take-over
-        os.ftruncate(fd, 0)
         os.pwrite(fd, b'{"released": true}\n', 0)
+        os.ftruncate(fd, len(b'{"released": true}\n'))
     fcntl.flock(fd, fcntl.LOCK_UN)
     os.close(fd)
 

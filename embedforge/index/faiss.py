@@ -282,5 +282,24 @@ class FaissIndex(BaseIndex):
         out = cls(dim, spec, _index=index)
         tomb = Path(path) / TOMBSTONE_FILE
         if tomb.is_file():
-            out._deleted = np.load(tomb).astype(np.int64)
+            out._deleted = _read_tombstones(tomb, out._index)
         return out
+
+
+def _read_tombstones(file: Path, index: Any) -> np.ndarray:
+    """The removed keys saved beside an index: sorted, distinct keys of that index, else an InputError."""
+    faiss = import_faiss()
+    try:
+        keys = np.load(file, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise InputError(f"unreadable tombstone file ({type(err).__name__})", file) from None
+    if keys.ndim != 1 or not np.issubdtype(keys.dtype, np.integer):
+        raise InputError(f"corrupt tombstone file (expected a 1-D integer array, got {keys.dtype} {keys.shape})", file)
+    keys = keys.astype(np.int64)
+    if not keys.size:
+        return keys
+    inner = faiss.downcast_index(index)
+    id_map = faiss.vector_to_array(inner.id_map) if isinstance(inner, faiss.IndexIDMap) else None
+    if np.any(np.diff(keys) <= 0) or keys[0] < 0 or (id_map is not None and not np.isin(keys, id_map).all()):
+        raise InputError("corrupt tombstone file (keys not sorted, not distinct, or not in the index)", file)
+    return keys
