@@ -15,10 +15,19 @@ defines one (e5's advice for symmetric tasks); MiniLM gets none.
   precision / recall / F1 against the ``.po`` alignment;
 * fidelity: cosine between the imported model and the C engine, per language, on the strings above
   and on ``--fidelity-strings`` strings in each of ``--fidelity-langs`` (12 scripts);
-* speed: texts/s of each model on the same texts (wall clock, shared machine).
+* speed: texts/s of each model on the same texts (wall clock, shared machine);
+* distillation (``--distill-teacher`` into ``--distill-student``, Reimers & Gurevych 2020;
+  :mod:`embedforge.multilingual.distill`): trained on the pairs of ``--langs`` with
+  ``--distill-heldout-fraction`` of the English strings held out in every language, then EN->X top-1
+  (student on both sides) on the held-out strings of each language and on every string of
+  ``--distill-heldout-lang``, a language never trained on; before / after / the teacher's own; and
+  English STS-B test Spearman of the teacher, the student before and the student after
+  (``$EMBEDFORGE_DATA`` or ``../shared/data``). ``--no-distill`` skips it.
 
     .venv/bin/python bench/multilingual.py --update-benchmarks          # full run
-    .venv/bin/python bench/multilingual.py --langs de --limit 20        # smoke test (bench/cache/)
+    .venv/bin/python bench/multilingual.py --langs de --limit 20 --no-distill   # smoke test (bench/cache/)
+    .venv/bin/python bench/multilingual.py --models --langs de es --distill-heldout-lang it --limit 40 \
+        --distill-max-steps 2 --distill-student DIR      # smoke test of the distillation part alone
 
 Results: bench/results/multilingual.json (a ``--limit`` run goes to bench/cache/multilingual-smoke.json)
 and, with ``--update-benchmarks``, a section of BENCHMARKS.md.
@@ -30,13 +39,20 @@ import argparse
 import hashlib
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 from _common import CACHE, machine, update_section, write_result
 
-from embedforge.io import write_json
+from embedforge.io import default_data_dir, write_json
 from embedforge.mine import mine_bitext
+from embedforge.multilingual.distill import (
+    DistillConfig,
+    distill_multilingual,
+    evaluate_translation,
+    split_heldout,
+)
 from embedforge.multilingual.django_po import django_parallel
 
 Encoder = Callable[[list[str]], np.ndarray]  # texts -> (n, d) float32, L2-normalised
@@ -143,6 +159,80 @@ def run_model(name: str, pairs: dict[str, dict[str, str]], tasks: dict[str, dict
     return out, {t: vec[t] for t in texts}
 
 
+def stsb(name: str, data_dir: str | None, limit: int | None) -> float | None:
+    """English STS-B test Spearman x 100 with the model's ``query`` prompt where it has one (None without data)."""
+    from embedforge.encode import encode
+    from embedforge.evaluate.sts import StsData, load_stsb, sts_spearman
+    from embedforge.models import load_model
+
+    if not data_dir:
+        return None
+    data = load_stsb(data_dir, "test")
+    if limit:
+        data = StsData(data.sentences1[:limit], data.sentences2[:limit], data.scores[:limit])
+    model = load_model(name)
+    prompt = (getattr(model, "prompts", None) or {}).get("query") or None
+    e1 = encode(model, data.sentences1, batch_size=32, prompt=prompt)  # (n, d)
+    e2 = encode(model, data.sentences2, batch_size=32, prompt=prompt)  # (n, d)
+    return round(sts_spearman(data, e1, e2), 2)
+
+
+def run_distillation(args: argparse.Namespace, pairs: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """(d): distil the teacher into the student on ``pairs``; held-out strings, a held-out language, STS-B."""
+    from embedforge.models import load_model
+
+    config = DistillConfig(heldout_fraction=args.distill_heldout_fraction, seed=args.seed,
+                           **({"max_steps": args.distill_max_steps} if args.distill_max_steps else {}),
+                           **({"epochs": args.distill_epochs} if args.distill_epochs else {}))
+    parallel = {lang: sorted(tr.items()) for lang, tr in pairs.items()}
+    start = time.perf_counter()
+    result = distill_multilingual(args.distill_teacher, args.distill_student, parallel, args.distill_output,
+                                  config, overwrite=True)
+    seconds = time.perf_counter() - start
+    _, held = split_heldout(parallel, config.heldout_fraction, config.seed)
+    held_en = {e for rows in held.values() for e, _ in rows}
+    lang = args.distill_heldout_lang
+    unseen_all = django_parallel(lang)[: args.limit]
+    unseen = {f"{lang} (all strings)": unseen_all, f"{lang} (held-out strings)": [p for p in unseen_all if p[0] in held_en]}
+    teacher, student = load_model(args.distill_teacher), load_model(args.distill_student)
+    trained = load_model(result.output)
+    before = evaluate_translation(teacher, student, unseen, config)
+    after = evaluate_translation(teacher, trained, unseen, config)
+    data_dir = default_data_dir()
+    sts_limit = args.limit or None  # a smoke run: the first pairs of STS-B only
+    out: dict[str, Any] = {
+        "teacher": args.distill_teacher, "student": args.distill_student, "config": asdict(config),
+        "train_langs": sorted(pairs), "train_pairs": result.train_pairs, "heldout_strings": result.heldout_strings,
+        "steps": result.steps, "seconds": round(seconds, 1), "projection": result.projection,
+        "heldout_strings_top1": {k: {m: round(v, 4) for m, v in r.items()} for k, r in result.heldout.items()},
+        "heldout_language_top1": {k: {"top1_before": round(before[k]["top1"], 4), "top1_after": round(after[k]["top1"], 4),
+                                      "teacher_top1": round(after[k]["teacher_top1"], 4), "n": after[k]["n"]}
+                                  for k in unseen if k in after},
+        "stsb": {"teacher": stsb(args.distill_teacher, data_dir, sts_limit),
+                 "student_before": stsb(args.distill_student, data_dir, sts_limit),
+                 "student_after": stsb(str(result.output), data_dir, sts_limit), "pairs_limit": sts_limit},
+    }
+    print(f"distillation: {out}", flush=True)
+    return out
+
+
+def distill_markdown(d: dict[str, Any]) -> list[str]:
+    rows = {**d["heldout_strings_top1"], **d["heldout_language_top1"]}
+    lines = ["", f"Distillation (Reimers & Gurevych 2020): teacher `{d['teacher']}`, student `{d['student']}`, MSE on "
+             f"{d['train_pairs']} pairs of {', '.join(d['train_langs'])} ({d['steps']} steps, {d['seconds']:.0f} s"
+             f"{', Dense projection' if d['projection'] else ''}); {d['heldout_strings']} English strings held out in "
+             "every language. EN→X top-1 with the student on both sides:", "",
+             "| held out | n | student before | student after | teacher |", "|---|---|---|---|---|"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {int(r['n'])} | {r['top1_before']:.3f} | {r['top1_after']:.3f} | {r['teacher_top1']:.3f} |")
+    s = d["stsb"]
+    if s["teacher"] is not None:
+        cut = f" (first {s['pairs_limit']} pairs)" if s["pairs_limit"] else ""
+        lines += ["", f"English STS-B test{cut}, Spearman × 100: teacher {s['teacher']:.2f}, student before "
+                  f"{s['student_before']:.2f}, student after {s['student_after']:.2f}."]
+    return lines
+
+
 def fidelity(ours: dict[str, np.ndarray], engine: dict[str, np.ndarray], groups: dict[str, list[str]]) -> dict[str, Any]:
     """Cosine between the imported model's and the engine's vectors, per group of texts."""
     res = {}
@@ -185,15 +275,18 @@ def markdown(results: dict[str, Any]) -> str:
                   "| texts | n | min | mean |", "|---|---|---|---|"]
         for name, f in results["fidelity"].items():
             lines.append(f"| {name} | {f['n']} | {f['min']:.4f} | {f['mean']:.4f} |")
-    lines += ["", "Speed, texts/s on the texts above (wall clock): "
-              + ", ".join(f"{name} {r['texts_per_s']:.0f}" for name, r in models.items()) + "."]
+    if models:
+        lines += ["", "Speed, texts/s on the texts above (wall clock): "
+                  + ", ".join(f"{name} {r['texts_per_s']:.0f}" for name, r in models.items()) + "."]
+    if results.get("distillation"):
+        lines += distill_markdown(results["distillation"])
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--langs", nargs="+", default=LANGS, help="Django language codes (default: %(default)s)")
-    parser.add_argument("--models", nargs="+", default=[IMPORTED, ENGINE, "minilm"],
+    parser.add_argument("--models", nargs="*", default=[IMPORTED, ENGINE, "minilm"],
                         help=f"'{IMPORTED}', '{ENGINE}', 'minilm' or model directories")
     parser.add_argument("--limit", type=int, help="smoke test: the first N strings per language")
     parser.add_argument("--k", type=int, default=4, help="neighbours in the margin (default: %(default)s)")
@@ -202,6 +295,16 @@ def main() -> None:
     parser.add_argument("--fidelity-strings", type=int, default=20, help="strings per fidelity language")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--update-benchmarks", action="store_true", help="write the section into BENCHMARKS.md")
+    parser.add_argument("--no-distill", dest="distill", action="store_false", help="skip the distillation part (d)")
+    parser.add_argument("--distill-teacher", default="minilm", help="the English model to copy (default: %(default)s)")
+    parser.add_argument("--distill-student", default=IMPORTED, help="the multilingual student (default: %(default)s)")
+    parser.add_argument("--distill-heldout-lang", default="it", help="a language never trained on (default: %(default)s)")
+    parser.add_argument("--distill-heldout-fraction", type=float, default=DistillConfig().heldout_fraction,
+                        help="English strings held out in every language (default: %(default)s)")
+    parser.add_argument("--distill-epochs", type=float, help="default: DistillConfig's")
+    parser.add_argument("--distill-max-steps", type=int, help="smoke test: stop after N steps")
+    parser.add_argument("--distill-output", default=str(CACHE / "multilingual-distilled"),
+                        help="where the student is saved (resumes from DIR.partial; default: %(default)s)")
     args = parser.parse_args()
     args.threshold_lang = args.threshold_lang or args.langs[0]
     if args.threshold_lang not in args.langs:
@@ -230,6 +333,10 @@ def main() -> None:
         results["models"][name], vectors[name] = run_model(name, pairs, tasks, fid_texts, args)
     if IMPORTED in vectors and ENGINE in vectors:
         results["fidelity"] = fidelity(vectors[IMPORTED], vectors[ENGINE], fid_groups)
+    if args.distill:
+        if args.distill_heldout_lang in args.langs:
+            parser.error(f"--distill-heldout-lang {args.distill_heldout_lang} is one of --langs (trained on)")
+        results["distillation"] = run_distillation(args, pairs)
     table = markdown(results)
     if args.limit:  # a smoke test: keep bench/results/ for full runs
         path = CACHE / "multilingual-smoke.json"

@@ -1,4 +1,5 @@
-"""``embedforge mine-bitext`` — find the translations of one file's lines in another's."""
+"""``embedforge mine-bitext`` — find the translations of one file's lines in another's;
+``embedforge distill-multilingual`` — make a model multilingual by distillation into a multilingual student."""
 
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ def register(subparsers: Any) -> None:
                                          "when the model defines one, as e5 does: 'query: ')")
     p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default: %(default)s)")
     p.set_defaults(func=cmd_mine_bitext)
+    _register_distill(subparsers)
 
 
 def _prompt(model: Any, name: str | None) -> str | None:
@@ -85,4 +87,73 @@ def cmd_mine_bitext(args: argparse.Namespace) -> int:
     cut = f", threshold {args.threshold}" if args.threshold is not None else ""
     print(f"{len(i)} pairs from {len(source)} source and {len(target)} target texts "
           f"(margin {args.margin}, k={args.k}{cut}) -> {out}")
+    return 0
+
+
+def _register_distill(subparsers: Any) -> None:
+    from embedforge.multilingual.distill import DistillConfig
+
+    d = DistillConfig()  # every default below is read from here
+    p = subparsers.add_parser(
+        "distill-multilingual",
+        help="make a model multilingual: train a multilingual student to put an English sentence and its "
+             "translation on the teacher's vector of the English (Reimers & Gurevych 2020)",
+    )
+    p.add_argument("--teacher", required=True, help="the model to copy: 'minilm', your trained model's directory, a hub id")
+    p.add_argument("--student", required=True, help="a multilingual model to train: 'multilingual-e5-small', a directory")
+    p.add_argument("--parallel", required=True, nargs="+", metavar="PAIRS.tsv",
+                   help="english<TAB>translation per line (more translations as more columns), or mine-bitext's "
+                        "output; one file per language (its name labels the language in the report)")
+    p.add_argument("--output", required=True, help="directory for the student (written only when done)")
+    p.add_argument("--heldout-fraction", type=float, default=d.heldout_fraction,
+                   help="English strings held out, with their translations, for the EN->X evaluation (default: %(default)s)")
+    p.add_argument("--epochs", type=float, default=d.epochs, help="passes over the pairs (default: %(default)s)")
+    p.add_argument("--max-steps", type=int, default=d.max_steps, help="> 0: stop after this many steps (default: epochs)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="pairs per step (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=d.learning_rate, help="learning rate (default: %(default)s)")
+    p.add_argument("--warmup-ratio", type=float, default=d.warmup_ratio, help="share of steps warming up (default: %(default)s)")
+    p.add_argument("--max-length", type=int, default=d.max_length, help="tokens per text (default: %(default)s)")
+    p.add_argument("--save-steps", type=int, default=d.save_steps, help="checkpoint every N steps, for resuming (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed, help="held-out split and shuffling (default: %(default)s)")
+    p.add_argument("--prompt-name", default=d.prompt,
+                   help="prompt of each model to use where it defines one (default: %(default)r; e5: 'query: ')")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_distill_multilingual)
+
+
+def _labels(paths: list[str]) -> list[str]:
+    """The language label of each parallel file: its name without suffix, or the path when names repeat."""
+    from pathlib import Path
+
+    stems = [Path(p).stem for p in paths]
+    return stems if len(set(stems)) == len(stems) else list(paths)
+
+
+def cmd_distill_multilingual(args: argparse.Namespace) -> int:
+    from embedforge.multilingual.distill import DistillConfig, distill_multilingual, read_parallel
+
+    local = [m if os.path.exists(m) else None for m in (args.teacher, args.student)]
+    check_output(args.output, inputs=[*args.parallel, *local], directory=True)
+    if os.path.exists(args.output) and not args.overwrite:
+        raise InputError("--output: already exists; choose another or pass --overwrite", args.output)
+    config = DistillConfig(
+        learning_rate=args.lr, batch_size=args.batch_size, epochs=args.epochs, max_steps=args.max_steps,
+        warmup_ratio=args.warmup_ratio, max_length=args.max_length, heldout_fraction=args.heldout_fraction,
+        seed=args.seed, save_steps=args.save_steps, prompt=args.prompt_name or None,
+    )
+    if len(set(args.parallel)) != len(args.parallel):
+        raise InputError("--parallel: the same file is given twice")
+    parallel = {label: read_parallel(path) for label, path in zip(_labels(args.parallel), args.parallel, strict=True)}
+    result = distill_multilingual(args.teacher, args.student, parallel, args.output, config,
+                                  overwrite=args.overwrite, show_progress=not args.no_progress)
+    resumed = f", resumed from {result.resumed_from}" if result.resumed_from else ""
+    print(f"distilled {args.teacher} into {args.student}: {result.train_pairs} pairs, {result.steps} steps in "
+          f"{result.seconds:.0f}s{resumed}{' (with a Dense projection to the teacher dimension)' if result.projection else ''}")
+    if result.heldout:
+        print(f"held-out EN->X top-1 on {result.heldout_strings} English strings (before -> after; teacher):")
+        for lang, r in result.heldout.items():
+            print(f"  {lang}: {r['top1_before']:.3f} -> {r['top1_after']:.3f}; {r['teacher_top1']:.3f} "
+                  f"(MSE x100 {r['mse_before'] * 100:.3f} -> {r['mse_after'] * 100:.3f}, n={int(r['n'])})")
+    print(f"-> {result.output}")
     return 0
