@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from embedforge.errors import InputError
-from embedforge.rerank.model import load_cross_encoder, rerank_scores
+from embedforge.rerank.model import load_cross_encoder, rerank_candidates
 
 __all__ = [
     "Hit",
@@ -277,12 +277,16 @@ def search_collection(
     fusion: str = DEFAULT_FUSION,
     rerank: Any = None,
     rerank_top: int = 30,
+    rerank_depth: int | None = None,
 ) -> list[list[Hit]]:
     """Retrieve (dense / BM25 / hybrid), filter by metadata, optionally re-rank; ``top_k`` hits per query.
 
     Hybrid takes the top ``max(CANDIDATES, depth)`` of each retriever and fuses them. With a
-    cross-encoder, the top ``max(top_k, rerank_top)`` candidates are re-scored and re-sorted, and
-    a hit's score is the cross-encoder's.
+    cross-encoder, exactly the top ``rerank_depth`` first-stage candidates are re-scored (all
+    queries' pairs in one batched pass) and re-sorted by the cross-encoder's score, which becomes
+    their hit score; candidates below the depth keep the first stage's order under them
+    (:func:`embedforge.rerank.model.rerank_candidates`). ``rerank_top`` is the older name of
+    ``rerank_depth``, used when ``rerank_depth`` is None.
     """
     if isinstance(queries, str):
         raise InputError("search() takes a list of queries, not a single string; wrap it in a list")
@@ -299,7 +303,10 @@ def search_collection(
         return []
     if rerank is not None and not hasattr(rerank, "predict"):
         rerank = load_cross_encoder(rerank)
-    depth = max(top_k, rerank_top) if rerank is not None else top_k
+    rerank_depth = rerank_top if rerank_depth is None else rerank_depth
+    if rerank is not None and (int(rerank_depth) != rerank_depth or rerank_depth < 1):
+        raise InputError(f"the re-rank depth must be a positive integer, got {rerank_depth}")
+    depth = max(top_k, rerank_depth) if rerank is not None else top_k
     mask = collection.mask(where)
     if mode == "bm25":
         scores, rows = collection.bm25().search(queries, depth, mask=mask)
@@ -311,11 +318,7 @@ def search_collection(
         else:
             sparse = collection.bm25().search(queries, wide, mask=mask)
             scores, rows = fuse(dense, sparse, depth, fusion)
-    results: list[list[Hit]] = []
-    for i, query in enumerate(queries):
-        pairs = [(int(r), float(s)) for r, s in zip(rows[i], scores[i], strict=True) if r >= 0]
-        if rerank is not None and pairs:
-            ce = rerank_scores(rerank, query, [collection.text(r) for r, _ in pairs])
-            pairs = sorted(((r, float(s)) for (r, _), s in zip(pairs, ce, strict=True)), key=lambda p: -p[1])
-        results.append([collection.hit(r, s) for r, s in pairs[:top_k]])
-    return results
+    candidates = [[(int(r), float(s)) for r, s in zip(rows[i], scores[i], strict=True) if r >= 0] for i in range(len(queries))]
+    if rerank is not None:
+        candidates = rerank_candidates(rerank, queries, candidates, collection.text, rerank_depth)
+    return [[collection.hit(r, s) for r, s in cands[:top_k]] for cands in candidates]

@@ -234,9 +234,9 @@ def _slow_steps(monkeypatch, seconds: float) -> None:
 
 def test_demo_work_budget_decides_the_same_on_a_fast_and_a_slowed_machine(tiny_model_dir, tmp_path, monkeypatch):
     """The demo's code path with work budgets: same steps, same scores, same decisions; only the time differs."""
+    from embedforge.adapt import LabelledTexts
     from embedforge.corpus import Document
     from embedforge.demo import demo_runs, run_adapts
-    from embedforge.adapt import LabelledTexts
 
     rows = [json.loads(line) for line in write_corpus(tmp_path / "c.jsonl", 72).read_text().splitlines()]
     docs = [Document(r["_id"], r["text"], r["title"]) for r in rows]

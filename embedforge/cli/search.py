@@ -16,9 +16,13 @@ QUERY_BATCH = 256  # queries encoded and searched per batch
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from embedforge.rerank.model import DEFAULT_RERANK_DEPTH
+
     p = subparsers.add_parser("index", help="embed a corpus into a collection on disk (resumable)")
     p.add_argument("--model", required=True, help="'minilm', a model directory or a hub id")
-    p.add_argument("--input", required=True, help="corpus: .txt/.jsonl/.csv/.tsv/.parquet or a BEIR folder / corpus.jsonl")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--input", help="corpus: .txt/.jsonl/.csv/.tsv/.parquet or a BEIR folder / corpus.jsonl")
+    what.add_argument("--images", metavar="FOLDER", help="a folder of png / jpg / webp images (needs a CLIP model as --model)")
     p.add_argument("--collection", required=True, help="collection directory (created, or added to)")
     p.add_argument("--index", default="auto", help="index spec: auto (default), exact, Flat, HNSW32, IVF1024,PQ32, int8, binary, milvus[:URI]")
     p.add_argument("--query-prefix", default="", help="prepended to every query (asymmetric models, e.g. 'query: ')")
@@ -37,12 +41,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--queries", help="queries.jsonl (BEIR: _id, text) or a csv/tsv with id,text")
     source.add_argument("--query", help="one query; prints a readable result list")
+    source.add_argument("--image", metavar="FILE", help="one image query (a collection embedded with a CLIP model)")
     p.add_argument("--top-k", type=int, default=10, help="results per query (default 10)")
     p.add_argument("--output", help="RUN.tsv: query-id, doc-id, rank, score per line (required with --queries)")
     p.add_argument("--mode", choices=["dense", "bm25", "hybrid"], default="dense")
     p.add_argument("--fusion", choices=["rrf", "score"], default=None, help="hybrid fusion (default score: min-max normalised, measured better on 2 of 3 data sets)")
     p.add_argument("--rerank", metavar="CROSS_ENCODER_DIR", help="re-rank the top candidates with this cross-encoder")
-    p.add_argument("--rerank-top", type=int, default=30, help="candidates re-ranked per query (default 30)")
+    p.add_argument("--rerank-depth", type=int, metavar="N", default=None,
+                   help=f"first-stage candidates re-scored per query: exactly N, whatever --top-k; the rest keep the "
+                        f"first stage's order below them (default {DEFAULT_RERANK_DEPTH})")
+    p.add_argument("--rerank-top", type=int, metavar="N", default=None, help="deprecated: the old name of --rerank-depth")
     p.add_argument("--where", help='metadata filter as JSON, e.g. \'{"lang": "en", "year": {"$gte": 2020}}\'')
     p.add_argument("--limit", type=int, help="search only the first N queries (smoke tests)")
     p.set_defaults(func=cmd_search)
@@ -66,8 +74,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def cmd_index(args: argparse.Namespace) -> int:
+    from embedforge.cli.images import cmd_index_images, refuse_texts_into_images
     from embedforge.ingest import index_corpus
 
+    if args.images is not None:
+        return cmd_index_images(args)
+    refuse_texts_into_images(args.collection)
     coll = index_corpus(
         args.collection, args.model, args.input, limit=args.limit, index_spec=args.index, query_prefix=args.query_prefix,
         document_prefix=args.document_prefix, upsert=args.upsert, batch_size=args.batch_size,
@@ -119,15 +131,30 @@ def _search_kwargs(args: argparse.Namespace) -> dict[str, Any]:
             raise InputError(f"--where is not valid JSON: {err.msg}") from None
         if not isinstance(where, dict):
             raise InputError("--where must be a JSON object, e.g. '{\"lang\": \"en\"}'")
-    rerank = None
-    if args.rerank:
-        from embedforge.rerank.model import load_cross_encoder
-
-        rerank = load_cross_encoder(args.rerank)
-    out: dict[str, Any] = {"top_k": args.top_k, "mode": args.mode, "where": where, "rerank": rerank, "rerank_top": args.rerank_top}
+    out: dict[str, Any] = {"top_k": args.top_k, "mode": args.mode, "where": where, **_rerank_kwargs(args)}
     if args.fusion:
         out["fusion"] = args.fusion
     return out
+
+
+def _rerank_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """``rerank`` (loaded) and its depth; one warning line when the re-ranker is not recommended."""
+    from embedforge.rerank.model import DEFAULT_RERANK_DEPTH, load_cross_encoder, not_recommended_reason
+
+    depth = args.rerank_depth
+    if args.rerank_top is not None:
+        print("warning: --rerank-top is deprecated; use --rerank-depth (exactly N candidates re-scored)", file=sys.stderr)
+        depth = args.rerank_top if depth is None else depth
+    depth = DEFAULT_RERANK_DEPTH if depth is None else depth
+    if depth < 1:
+        raise InputError(f"--rerank-depth must be >= 1, got {depth}")
+    if not args.rerank:
+        return {}
+    rerank = load_cross_encoder(args.rerank)
+    reason = not_recommended_reason(args.rerank)
+    if reason:
+        print(f"warning: {args.rerank} is not a recommended re-ranker; it will likely lower quality: {reason}", file=sys.stderr)
+    return {"rerank": rerank, "rerank_top": depth}
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -136,6 +163,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         raise InputError(f"--top-k must be >= 1, got {args.top_k}")
     coll = Collection.open(args.collection)
+    if args.image is not None:
+        from embedforge.cli.images import cmd_search_image
+
+        return cmd_search_image(coll, args, write_run)
     kwargs = _search_kwargs(args)
     if args.query is not None:
         hits = coll.search([args.query], **kwargs)[0]
@@ -185,7 +216,10 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
         base = "n/a" if held["bi_encoder"] is None else f"{held['bi_encoder']:.3f}"
         print(f"held out {held['pairs']} pairs of {held['queries']} queries: {held['metric']} re-ranker {held['reranker']:.3f}, "
               f"starting model's cosine {base}")
-        if held["beats_bi_encoder"] is False:
-            print("warning: the re-ranker orders held-out pairs worse than the embedding model alone; "
-                  "re-ranking with it will likely lower search quality (train longer, or on more pairs)")
+    if info.get("recommended") is False:
+        print(f"warning: saved as not recommended: {info.get('recommended_reason')}; search --rerank will warn and "
+              "serve will refuse it without --force-reranker (train longer, or on more pairs)")
+    elif info.get("recommended"):
+        ci = (held or {}).get("ci95") or [float("nan")] * 2
+        print(f"recommended: it beats the starting model's cosine on the held-out queries (95% CI [{ci[0]:+.3f}, {ci[1]:+.3f}])")
     return 0

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,21 @@ import numpy as np
 
 from embedforge.errors import InputError
 
-__all__ = ["cap_max_length", "load_cross_encoder", "pair_scores", "rerank_scores"]
+__all__ = [
+    "DEFAULT_RERANK_DEPTH",
+    "MANIFEST_NAME",
+    "cap_max_length",
+    "load_cross_encoder",
+    "not_recommended_reason",
+    "pair_scores",
+    "rerank_candidates",
+    "rerank_scores",
+]
+
+MANIFEST_NAME = "embedforge_reranker.json"  # what ``embedforge train-reranker`` writes beside the weights
+DEFAULT_RERANK_DEPTH = 30  # first-stage candidates re-scored per query (CPU time grows linearly with it)
+PROGRESS_MIN_PAIRS = 2000  # re-scoring at least this many pairs shows a progress bar (on a terminal)
+PROGRESS_CHUNK = 512  # pairs per predict call while a progress bar is shown
 
 
 def cap_max_length(model_dir: str | os.PathLike[str], max_length: int | None) -> int | None:
@@ -57,6 +71,26 @@ def load_cross_encoder(path: str | os.PathLike[str], *, max_length: int | None =
         raise InputError(f"could not load the cross-encoder: {type(err).__name__}: {first}", p) from None
 
 
+def not_recommended_reason(path: str | os.PathLike[str]) -> str | None:
+    """Why the re-ranker at ``path`` should not be used, or None.
+
+    ``embedforge train-reranker`` saves ``"recommended": false`` in the manifest when the model
+    did not beat the first stage on its held-out queries (:mod:`embedforge.rerank.check`); a
+    directory without a manifest (a CrossEncoder from elsewhere) or with ``true`` gives None.
+    """
+    file = Path(path) / MANIFEST_NAME
+    if not file.is_file():
+        return None
+    try:
+        info = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return f"its manifest {MANIFEST_NAME} is unreadable"
+    if not isinstance(info, dict) or info.get("recommended", True) is not False:
+        return None
+    reason = info.get("recommended_reason") or "it did not beat the first stage on its held-out queries"
+    return str(reason)
+
+
 def pair_scores(cross_encoder: Any, pairs: Sequence[tuple[str, str]], *, batch_size: int = 32) -> np.ndarray:
     """Relevance of each ``(first, second)`` pair -> (len(pairs),) float32: the last output column
     of ``cross_encoder.predict`` (see the module docstring for one- and multi-output heads)."""
@@ -69,3 +103,55 @@ def pair_scores(cross_encoder: Any, pairs: Sequence[tuple[str, str]], *, batch_s
 def rerank_scores(cross_encoder: Any, query: str, texts: Sequence[str], *, batch_size: int = 32) -> np.ndarray:
     """Relevance of each ``(query, text)`` pair -> (len(texts),) float32 (:func:`pair_scores`)."""
     return pair_scores(cross_encoder, [(query, t) for t in texts], batch_size=batch_size)
+
+
+def _scores_with_progress(cross_encoder: Any, pairs: list[tuple[str, str]], batch_size: int) -> np.ndarray:
+    """:func:`pair_scores` of many pairs in chunks, with a tqdm bar (hidden when stderr is not a terminal)."""
+    if len(pairs) < PROGRESS_MIN_PAIRS:
+        return pair_scores(cross_encoder, pairs, batch_size=batch_size)
+    from tqdm.auto import tqdm
+
+    out = np.empty(len(pairs), dtype=np.float32)
+    with tqdm(total=len(pairs), unit="pair", desc="re-ranking", disable=None) as bar:
+        for start in range(0, len(pairs), PROGRESS_CHUNK):
+            chunk = pairs[start : start + PROGRESS_CHUNK]
+            out[start : start + len(chunk)] = pair_scores(cross_encoder, chunk, batch_size=batch_size)
+            bar.update(len(chunk))
+    return out
+
+
+def rerank_candidates(
+    cross_encoder: Any,
+    queries: Sequence[str],
+    candidates: Sequence[Sequence[tuple[int, float]]],
+    text: Callable[[int], str],
+    depth: int,
+    *,
+    batch_size: int = 32,
+) -> list[list[tuple[int, float]]]:
+    """Re-score exactly the top ``depth`` first-stage candidates of every query; the rest stay below.
+
+    ``candidates[i]`` is query i's first-stage list of (row, score), best first; ``text(row)`` its
+    document text. The pairs of all queries are scored together (one batched pass, a progress bar
+    for many), so the cost is ``sum(min(depth, len(c)))`` pairs, whatever the caller's top-k. Per
+    query the result is the re-scored candidates by descending cross-encoder score, then the
+    candidates below ``depth`` in their first-stage order, their scores shifted to stay below the
+    last re-scored one (scores fall with rank, as run files and trec_eval expect).
+    """
+    if depth < 0:
+        raise InputError(f"the re-rank depth must be >= 0, got {depth}")
+    pairs = [(q, text(r)) for q, cands in zip(queries, candidates, strict=True) for r, _ in cands[:depth]]
+    scores = _scores_with_progress(cross_encoder, pairs, batch_size)  # (n_pairs,)
+    out: list[list[tuple[int, float]]] = []
+    at = 0
+    for cands in candidates:
+        top, rest = list(cands[:depth]), list(cands[depth:])
+        ce = scores[at : at + len(top)]
+        at += len(top)
+        order = np.argsort(-ce, kind="stable")
+        ranked = [(top[j][0], float(ce[j])) for j in order]
+        if ranked and rest:
+            shift = rest[0][1] - ranked[-1][1] + 1.0  # the first hit below the depth scores 1 under the last re-scored
+            rest = [(r, s - shift) for r, s in rest]
+        out.append(ranked + rest)
+    return out

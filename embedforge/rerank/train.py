@@ -8,7 +8,8 @@ a ``CrossEncoder`` with a fresh 1-logit head) and learns relevance with binary c
 
 on labelled pairs with y ∈ [0, 1] (graded scores are divided by the largest grade). Training is
 sentence-transformers' ``CrossEncoderTrainer`` + ``BinaryCrossEntropyLoss``; we add the data
-readers and BM25 hard-negative mining for BEIR folders.
+readers, BM25 hard-negative mining for BEIR folders, CUDA with mixed precision when present, and
+the guardrail (:mod:`embedforge.rerank.check`): the held-out verdict saved as ``recommended``.
 """
 
 from __future__ import annotations
@@ -23,9 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from embedforge.errors import InputError
+from embedforge.rerank.check import check_reranker, ranking_agreement
+from embedforge.rerank.model import MANIFEST_NAME
 
 __all__ = [
     "RerankerConfig",
+    "check_reranker",
     "LabelledPairs",
     "read_labelled_pairs",
     "mine_beir_pairs",
@@ -37,7 +41,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_NAME = "embedforge_reranker.json"
 MANIFEST_FORMAT = "embedforge-reranker/1"
 
 # (first text, second text, label) header spellings, in order of preference
@@ -188,63 +191,6 @@ def split_by_query(pairs: LabelledPairs, fraction: float, seed: int) -> tuple[La
     return take(keep), take(held)
 
 
-def ranking_agreement(pairs: LabelledPairs, scores: Any) -> tuple[str, float]:
-    """How well ``scores`` order the pairs by label: (metric name, value in [0, 1] or [-1, 1]).
-
-    When at least 10 queries have pairs with different labels: the share of (more relevant, less
-    relevant) pairs of the same query that the scores put in the right order (ties count half) —
-    what re-ranking one query's candidates needs. Otherwise (e.g. STS-style pairs, one per query):
-    Spearman's ρ between scores and labels over all pairs.
-    """
-    import numpy as np
-
-    scores = np.asarray(scores, dtype=np.float64)
-    groups: dict[str, list[int]] = {}
-    for i, q in enumerate(pairs.first):
-        groups.setdefault(q, []).append(i)
-    mixed = [g for g in groups.values() if len({pairs.labels[i] for i in g}) > 1]
-    if len(mixed) >= 10:
-        right = total = 0.0
-        for g in mixed:
-            for i in g:
-                for j in g:
-                    if pairs.labels[i] > pairs.labels[j]:
-                        total += 1
-                        right += 1.0 if scores[i] > scores[j] else 0.5 if scores[i] == scores[j] else 0.0
-        return "pairwise_accuracy", right / total
-    from scipy.stats import spearmanr
-
-    rho = spearmanr(scores, np.asarray(pairs.labels)).statistic
-    return "spearman", float(rho) if rho == rho else 0.0
-
-
-def _bi_encoder_scores(model_name: str, pairs: LabelledPairs) -> Any:
-    """Cosine of the starting model used as a bi-encoder: what search ranks by without re-ranking."""
-    from embedforge.encode import encode
-    from embedforge.evaluate.metrics import cosine_pairs
-    from embedforge.models import load_model
-
-    model = load_model(model_name)
-    return cosine_pairs(encode(model, pairs.first, show_progress=False), encode(model, pairs.second, show_progress=False))
-
-
-def check_reranker(model_name: str, cross_encoder: Any, held: LabelledPairs, batch_size: int = 32) -> dict[str, Any]:
-    """Score the held-out pairs with the trained cross-encoder and with the starting model's cosine."""
-    from embedforge.rerank.model import pair_scores
-
-    ce = pair_scores(cross_encoder, list(zip(held.first, held.second, strict=True)), batch_size=batch_size)
-    metric, value = ranking_agreement(held, ce)
-    out: dict[str, Any] = {"pairs": len(held), "queries": len(set(held.first)), "metric": metric, "reranker": round(value, 4)}
-    try:
-        _, base = ranking_agreement(held, _bi_encoder_scores(model_name, held))
-        out["bi_encoder"] = round(base, 4)
-    except Exception as err:  # the start is not usable as a bi-encoder: no comparison, say why
-        out["bi_encoder"] = None
-        out["bi_encoder_error"] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-    out["beats_bi_encoder"] = None if out["bi_encoder"] is None else bool(out["reranker"] > out["bi_encoder"])
-    return out
-
-
 def _warmup(ratio: float) -> dict[str, Any]:
     """transformers v5 takes the warm-up ratio as a float ``warmup_steps``; v4 as ``warmup_ratio``."""
     import transformers
@@ -253,14 +199,27 @@ def _warmup(ratio: float) -> dict[str, Any]:
     return {"warmup_steps": ratio} if major >= 5 else {"warmup_ratio": ratio}
 
 
+def train_device() -> str:
+    """``cuda`` when a CUDA device is present (trained with mixed precision), else ``cpu``."""
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:  # pragma: no cover - a core dependency
+        return "cpu"
+
+
 def train_reranker(
     model_name: str, pairs: LabelledPairs, output: str | os.PathLike[str], config: RerankerConfig = RerankerConfig()
 ) -> Path:
     """Fine-tune a cross-encoder initialised from ``model_name`` on ``pairs``; save it at ``output``.
 
     ``output`` is written atomically (a complete directory or nothing) and holds a standard
-    sentence-transformers CrossEncoder plus ``embedforge_reranker.json`` (config, data, base).
+    sentence-transformers CrossEncoder plus ``embedforge_reranker.json`` (config, data, base, the
+    held-out check and ``recommended``: see :mod:`embedforge.rerank.check`).
     """
+    import time
+
     import datasets
     from sentence_transformers import CrossEncoder
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
@@ -268,6 +227,7 @@ def train_reranker(
 
     from embedforge.io import atomic_dir, write_json
     from embedforge.models import resolve_model
+    from embedforge.rerank.model import cap_max_length
 
     if len(pairs) < 2:
         raise InputError(f"need at least 2 labelled pairs, got {len(pairs)}")
@@ -277,17 +237,22 @@ def train_reranker(
     pairs, held = split_by_query(pairs, config.holdout, config.seed)
     if len(set(pairs.labels)) < 2:
         raise InputError("after holding out queries, the training pairs all have one label; add pairs or pass holdout 0")
-    from embedforge.rerank.model import cap_max_length
 
     resolved = resolve_model(model_name)
     max_length = cap_max_length(resolved, config.max_length) if Path(resolved).is_dir() else config.max_length
+    device = train_device()
+    import torch
+
+    torch.manual_seed(config.seed)  # the fresh head's initialisation, so a run is reproducible
     try:
-        model = CrossEncoder(resolved, num_labels=1, max_length=max_length, device="cpu", local_files_only=Path(resolved).is_dir())
+        model = CrossEncoder(resolved, num_labels=1, max_length=max_length, device=device, local_files_only=Path(resolved).is_dir())
     except Exception as err:
         raise InputError(f"cannot start a cross-encoder from {model_name!r}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
     data = datasets.Dataset.from_dict({"query": pairs.first, "document": pairs.second, "label": pairs.labels})
     target = Path(output)
+    started = time.perf_counter()
     with atomic_dir(target) as tmp:
+        cuda = device == "cuda"
         args = CrossEncoderTrainingArguments(
             output_dir=str(tmp / "checkpoints"),
             num_train_epochs=config.epochs,
@@ -299,22 +264,25 @@ def train_reranker(
             save_strategy="no",
             report_to="none",
             logging_steps=50,
-            use_cpu=True,
+            use_cpu=not cuda,
+            bf16=cuda and _bf16_ok(),
+            fp16=cuda and not _bf16_ok(),
             dataloader_num_workers=0,
         )
         trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=data, loss=BinaryCrossEntropyLoss(model))
         result = trainer.train()
+        train_seconds = time.perf_counter() - started
         import shutil
 
         shutil.rmtree(tmp / "checkpoints", ignore_errors=True)
         model.save(str(tmp))
-        heldout = check_reranker(model_name, model, held) if len(held) else None
-        if heldout is not None and heldout["beats_bi_encoder"] is False:
-            logger.warning(
-                "the re-ranker orders %d held-out pairs worse than the starting model's cosine (%s %.3f vs %.3f): "
-                "re-ranking with it will likely lower quality; train longer or on more pairs",
-                heldout["pairs"], heldout["metric"], heldout["reranker"], heldout["bi_encoder"],
-            )
+        heldout = check_reranker(model_name, model, held, seed=config.seed) if len(held) else None
+        recommended = bool(heldout and heldout.get("recommended"))
+        reason = None if recommended else (
+            heldout.get("reason", "") if heldout else "not checked: no queries were held out (holdout 0)")
+        if not recommended:
+            logger.warning("the re-ranker is saved as not recommended: %s; search will warn and serve will refuse it "
+                           "unless forced", reason)
         write_json(
             tmp / MANIFEST_NAME,
             {
@@ -324,11 +292,21 @@ def train_reranker(
                 "positives": int(sum(1 for v in pairs.labels if v >= 0.5)),
                 "source": pairs.source,
                 "config": dataclasses.asdict(config),
+                "device": device,
+                "train_seconds": round(train_seconds, 1),
                 "train_loss": float(getattr(result, "training_loss", float("nan"))),
                 "heldout": heldout,
+                "recommended": recommended,
+                "recommended_reason": reason,
             },
         )
     return target
+
+
+def _bf16_ok() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
 
 
 def reranker_info(path: str | os.PathLike[str]) -> dict[str, Any] | None:
