@@ -29,6 +29,7 @@ the server, not a data set. Requests use ``encoding_format="base64"``, what the 
     .venv/bin/python bench/serve.py                          # minilm, 400 requests per setting
     .venv/bin/python bench/serve.py --requests 40 --out /tmp/serve.json --no-markdown   # smoke run
     .venv/bin/python bench/serve.py --endpoints search --search-rounds 2       # only the /v1/search rows
+    .venv/bin/python bench/serve.py --anchor infinity --load idle busy        # against infinity-emb: bench/serve_vs_infinity.py
 
 Writes ``bench/results/serve.json`` and the ``serve`` section of BENCHMARKS.md.
 """
@@ -376,7 +377,17 @@ def markdown_table(result: dict[str, Any]) -> str:
 
 
 def main() -> int:
+    anchor = argparse.ArgumentParser(add_help=False)
+    anchor.add_argument("--anchor", choices=["infinity"])
+    known, rest = anchor.parse_known_args()
+    if known.anchor == "infinity":  # the comparison with infinity-emb: bench/serve_vs_infinity.py, its flags
+        from serve_vs_infinity import main as anchored
+
+        sys.argv = [str(Path(__file__).with_name("serve_vs_infinity.py")), *rest]
+        return anchored()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--anchor", choices=["infinity"],
+                        help="measure against infinity-emb instead (bench/serve_vs_infinity.py; its flags follow)")
     parser.add_argument("--model", default="minilm", help="model to serve (default: the bundled minilm)")
     parser.add_argument("--requests", type=int, default=400, help="requests per setting (default: %(default)s)")
     parser.add_argument("--max-seconds", type=float, default=60.0, help="time cap per setting (default: %(default)s)")

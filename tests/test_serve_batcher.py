@@ -12,8 +12,9 @@ import pytest
 
 pytest.importorskip("fastapi")
 
-from embedforge.serve.batcher import DirectEncoder, MicroBatcher  # noqa: E402
+from embedforge.serve.batcher import MicroBatcher  # noqa: E402
 from embedforge.serve.middleware import check_api_key  # noqa: E402
+from embedforge.serve.pool import DirectEncoder  # noqa: E402
 from embedforge.serve.service import served_names, to_base64, truncate_dimensions  # noqa: E402
 
 
@@ -60,13 +61,14 @@ def test_queued_requests_share_one_call_and_get_their_own_rows() -> None:
     assert gate.threads == {"embedforge-batcher"}
 
 
-def test_max_batch_size_is_respected_and_a_large_request_goes_alone() -> None:
+def test_max_batch_size_is_respected_and_a_large_request_is_split_into_passes() -> None:
     gate = _GatedEncode()
     batcher = MicroBatcher(gate, max_batch_size=4, max_wait_ms=0)
+    large = [f"z{i}" * (1 + i) for i in range(9)]
     try:
         first = batcher.submit(["a"])
         assert gate.entered.wait(10)
-        futures = [batcher.submit(["x", "y"]) for _ in range(3)] + [batcher.submit(["z"] * 9)]
+        futures = [batcher.submit(["x", "y"]) for _ in range(3)] + [batcher.submit(large)]
         gate.release.set()
         first.result(10)
         for future in futures:
@@ -74,7 +76,9 @@ def test_max_batch_size_is_respected_and_a_large_request_goes_alone() -> None:
     finally:
         batcher.close()
     sizes = [len(call) for call in gate.calls]
-    assert sizes == [1, 4, 2, 9]
+    # the 9-text request: passes of 4, 4 and 1 queued like any others; the 1 joins the last "x y" request
+    assert sizes == [1, 4, 3, 4, 4]
+    np.testing.assert_array_equal(futures[-1].result(), _fake_encode(large))  # its rows back in its order
 
 
 def test_a_lone_request_waits_only_after_a_shared_batch() -> None:
@@ -88,7 +92,14 @@ def test_a_lone_request_waits_only_after_a_shared_batch() -> None:
     finally:
         light.close()
     gate = _GatedEncode()
-    batcher = MicroBatcher(gate, max_batch_size=64, max_wait_ms=500)
+
+    def slow(texts: list[str]) -> np.ndarray:  # a pass takes 0.6 s: a wait of 0.5 s is worth it
+        out = gate(texts)
+        if len(gate.calls) > 1:
+            time.sleep(0.6)
+        return out
+
+    batcher = MicroBatcher(slow, max_batch_size=64, max_wait_ms=500)
     try:
         first = batcher.submit(["x"])
         assert gate.entered.wait(10)
@@ -99,9 +110,18 @@ def test_a_lone_request_waits_only_after_a_shared_batch() -> None:
         assert [len(call) for call in gate.calls] == [1, 2]
         start = time.monotonic()
         batcher.embed(["after"], timeout=10)  # the last call was shared: this one waits for company
-        assert time.monotonic() - start >= 0.45
+        assert time.monotonic() - start >= 0.45 + 0.6
     finally:
         batcher.close()
+    fast = MicroBatcher(_fake_encode, max_batch_size=64, max_wait_ms=500)
+    try:
+        with ThreadPoolExecutor(8) as pool:  # shared calls that take microseconds
+            list(pool.map(lambda t: fast.embed([t], timeout=10), [f"t{i}" for i in range(64)]))
+        start = time.monotonic()
+        fast.embed(["after"], timeout=10)  # no wait longer than the last call took
+        assert time.monotonic() - start < 0.4
+    finally:
+        fast.close()
 
 
 def test_concurrent_threads_each_get_their_own_vectors() -> None:

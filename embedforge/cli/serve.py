@@ -6,7 +6,7 @@ import argparse
 import os
 
 from embedforge.errors import InputError
-from embedforge.serve.config import ServeConfig
+from embedforge.serve.config import MAX_AUTO_THREADS, ServeConfig, default_torch_threads
 
 __all__ = ["register", "config_from_args"]
 
@@ -27,6 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--model", required=True, help="model name or directory ('minilm' = the bundled default)")
     p.add_argument("--collection", metavar="DIR", help="a collection directory to search (/v1/search and the page)")
     p.add_argument("--reranker", metavar="DIR", help="a sentence-transformers CrossEncoder directory for /v1/rerank")
+    p.add_argument("--force-reranker", "--force", dest="force_reranker", action="store_true",
+                   help="serve --reranker even when train-reranker saved it as not recommended (it did not beat the first stage)")
     p.add_argument("--host", default=_DEFAULTS.host, help="interface to listen on (default: %(default)s, this machine only)")
     p.add_argument("--port", type=int, default=_DEFAULTS.port, help="port (default: %(default)s)")
     p.add_argument(
@@ -56,14 +58,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         metavar="MS",
         type=float,
         default=_DEFAULTS.max_wait_ms,
-        help="longest a request waits for others to batch with (default: %(default)s)",
+        help="longest a request waits for others to batch with; never under light load, and only until as many "
+        "requests as the last batch held have come (default: %(default)s)",
     )
     p.add_argument("--no-batching", action="store_true", help="encode each request on its own (for comparison)")
     p.add_argument(
         "--torch-threads",
         type=int,
         metavar="N",
-        help="torch intra-op threads (default: torch's choice, one per core; fewer leaves cores for HTTP work)",
+        help="torch threads per worker (default: the usable cores minus one, shared among the workers, "
+        f"1 to {MAX_AUTO_THREADS}: {default_torch_threads()} here with one worker; one core is left to HTTP, JSON and tokenising, and "
+        "a torch team as wide as the machine stalls on a busy one); 0: torch's own choice, one per core",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        default=_DEFAULTS.workers,
+        help="inference threads, each with its own batcher and model replica (weights shared); "
+        "for machines with cores to spare (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-batch-tokens",
+        type=int,
+        metavar="N",
+        default=_DEFAULTS.max_batch_tokens,
+        help="padded tokens (texts x longest) per forward pass; long texts get passes of their own "
+        "instead of slowing short ones (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-queue",
+        type=int,
+        metavar="N",
+        default=_DEFAULTS.max_queue,
+        help="texts waiting per worker before requests are refused with 503 + Retry-After (default: %(default)s)",
     )
     p.add_argument("--max-inputs", type=int, metavar="N", default=_DEFAULTS.max_inputs, help="texts per request (default: %(default)s)")
     p.add_argument(
@@ -105,6 +133,9 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         max_inputs=args.max_inputs,
         max_text_chars=args.max_text_chars,
         torch_threads=args.torch_threads,
+        workers=args.workers,
+        max_batch_tokens=args.max_batch_tokens,
+        max_queue=args.max_queue,
         search_batching=not args.no_search_batching,
         allowed_hosts=tuple(_split(args.allowed_hosts or "")),
         max_header_bytes=args.max_header_bytes,
@@ -122,6 +153,12 @@ def run(args: argparse.Namespace) -> int:
     for name, path in (("--collection", config.collection), ("--reranker", config.reranker)):
         if path is not None and not os.path.isdir(path):
             raise InputError(f"{name}: no such directory", path)
+    if config.reranker is not None:
+        from embedforge.rerank.model import not_recommended_reason
+
+        reason = not_recommended_reason(config.reranker)
+        if reason and not getattr(args, "force_reranker", False):
+            raise InputError(f"--reranker is not recommended ({reason}); pass --force-reranker to serve it anyway", config.reranker)
     try:
         from embedforge.serve.server import serve
     except ImportError as err:

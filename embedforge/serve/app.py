@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -35,10 +35,15 @@ logger = logging.getLogger(__name__)
 
 
 def load_reranker(path: str) -> CrossEncoder:
-    """A sentence-transformers CrossEncoder from a local directory, on CPU (:func:`embedforge.rerank.model.load_cross_encoder`)."""
-    from embedforge.rerank.model import load_cross_encoder
+    """A sentence-transformers CrossEncoder from a local directory, on CPU (:func:`embedforge.rerank.model.load_cross_encoder`).
+
+    One saved as not recommended is logged here; ``embedforge serve`` refuses it unless ``--force-reranker``."""
+    from embedforge.rerank.model import load_cross_encoder, not_recommended_reason
 
     reranker: CrossEncoder = load_cross_encoder(path)
+    reason = not_recommended_reason(path)
+    if reason:
+        logger.warning("serving a re-ranker that is not recommended (%s): %s", path, reason)
     return reranker
 
 
@@ -58,12 +63,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if config.torch_threads is not None:
-            import torch
-
-            # Process-wide; a server owns its process. Fewer threads than cores leaves CPU for HTTP work,
-            # and avoids the stalls of a thread team waiting on a descheduled member on a busy machine.
-            torch.set_num_threads(config.torch_threads)
+        restore_threads = _set_threads(config)
         loaded = model if model is not None else load_model(config.model)
         coll = collection
         if coll is None and config.collection:
@@ -78,6 +78,7 @@ def create_app(
             yield
         finally:
             service.close()
+            restore_threads()
 
     app = FastAPI(
         title="embedforge",
@@ -103,6 +104,39 @@ def create_app(
         endpoints=endpoints,
     )
     return app
+
+
+def _set_threads(config: ServeConfig) -> Callable[[], None]:
+    """Set torch's threads (``config.threads_per_worker()``) and the route thread pool; returns what undoes both.
+
+    Torch's count is process-wide (each worker thread takes it up); it is put back at shutdown for
+    an app embedded in a bigger process (tests). Fewer threads than cores leaves CPU for the HTTP
+    work and avoids the stalls of a thread team waiting on a descheduled member on a busy machine.
+    The blocking routes (search, rerank, similarity; ``/v1/embeddings`` is a coroutine) run in
+    AnyIO's thread pool, 40 threads by default: past 40 concurrent searches the rest would wait for
+    a thread before reaching the batcher, and a full batch of 64 would never form.
+    """
+    import anyio.to_thread
+
+    limiter = anyio.to_thread.current_default_thread_limiter()
+    old_tokens = limiter.total_tokens
+    limiter.total_tokens = max(old_tokens, 2 * config.workers * config.max_batch_size)
+    threads = config.threads_per_worker()
+    old_threads: int | None = None
+    if threads is not None:
+        import torch
+
+        old_threads = torch.get_num_threads()
+        torch.set_num_threads(threads)
+
+    def restore() -> None:
+        limiter.total_tokens = old_tokens
+        if old_threads is not None:
+            import torch
+
+            torch.set_num_threads(old_threads)
+
+    return restore
 
 
 def _lenient_json() -> dict[str, Any]:

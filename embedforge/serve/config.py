@@ -3,11 +3,39 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 
 from embedforge.errors import InputError
 
-__all__ = ["ServeConfig"]
+__all__ = ["ServeConfig", "available_cores", "default_torch_threads"]
+
+# Most torch threads the automatic choice gives one worker. A single short text's forward pass
+# gains little past a few threads, and a team of T threads stalls whenever any one of them is
+# descheduled, which on a busy machine grows more likely with T. More throughput on a big machine
+# comes from --workers (independent batchers that do not wait on each other), not from wider teams.
+MAX_AUTO_THREADS = 4
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity, e.g. under taskset or a container's cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+def default_torch_threads(workers: int = 1, cores: int | None = None) -> int:
+    """Torch threads per worker when ``--torch-threads`` is not given: ``(cores - 1) // workers``, 1 to 4.
+
+    One core is left to everything that is not the forward pass: the event loop, HTTP parsing and
+    JSON, tokenising, base64 (and, when benchmarked, the load client). On 2 cores that means one
+    thread: torch's default there (one per core) shares both cores with the HTTP work, and on a
+    busy machine its 2-thread team waits for a descheduled member at every parallel region; the
+    issue-16 measurement fell to 2-8 requests/s at concurrency 1 that way (~70 with 1 thread, idle).
+    """
+    cores = available_cores() if cores is None else cores
+    return max(1, min(MAX_AUTO_THREADS, (cores - 1) // max(1, workers)))
 
 
 @dataclass(frozen=True)
@@ -28,13 +56,16 @@ class ServeConfig:
     model_aliases: tuple[str, ...] = ()  # extra names /v1/embeddings accepts as `model` (e.g. "text-embedding-3-small")
     batching: bool = True  # dynamic micro-batching of concurrent requests; False: one encode per request
     max_batch_size: int = 64  # most texts one forward pass takes (the batcher groups requests up to this)
-    max_wait_ms: float = 5.0  # longest the first request of a batch waits for company before it is encoded
+    max_wait_ms: float = 20.0  # longest the oldest request waits for company (never under light load; it ends once as many requests as the last pass held are back)
     max_inputs: int = 2048  # most texts (or documents) per request; OpenAI's limit
     max_text_chars: int = 50_000  # most characters per text; far beyond any model's context, the model truncates anyway
     max_body_bytes: int = 8 * 1024 * 1024  # largest request body; larger -> 413 before it is parsed
     normalize: bool = True  # L2-normalise embeddings, as OpenAI's are (dot product = cosine)
     request_timeout_s: float = 120.0  # longest a request waits for its encode before a 503
-    torch_threads: int | None = None  # torch intra-op threads, set at startup; None: leave torch's default (one per core)
+    torch_threads: int | None = None  # torch threads per worker; None: default_torch_threads() (cores - 1 spread over the workers, 1..4); 0: torch's own (one per core)
+    workers: int = 1  # inference threads, each with its own model replica (weights shared) and batcher; more only pays with spare cores
+    max_batch_tokens: int = 4096  # padded tokens (texts x longest) per forward pass: 64 sentences fit, 16 texts of 256 tokens (as fast per text as 64: measured); long texts go in passes of their own
+    max_queue: int = 4096  # texts waiting per worker; past it a request gets 503 `overloaded` + Retry-After (~20 s of MiniLM work on one core)
     search_batching: bool = True  # concurrent /v1/search requests share one query encode and index search; False: one each
     allowed_hosts: tuple[str, ...] = ()  # accepted Host headers ("*.example.com" wildcards); empty: any (Starlette's TrustedHostMiddleware)
     max_header_bytes: int = 16 * 1024  # request line + headers; larger -> 431 and the connection closed, before any key check (h11's and Node's default)
@@ -49,8 +80,11 @@ class ServeConfig:
             raise InputError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
         if not 0 <= self.port <= 65535:
             raise InputError(f"port must be in 0..65535, got {self.port}")
-        if self.torch_threads is not None and self.torch_threads < 1:
-            raise InputError(f"torch_threads must be >= 1, got {self.torch_threads}")
+        if self.torch_threads is not None and self.torch_threads < 0:
+            raise InputError(f"torch_threads must be >= 0 (0: torch's own choice), got {self.torch_threads}")
+        for name in ("workers", "max_batch_tokens", "max_queue"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
         if any(not key for key in self.api_keys):
             raise InputError("an API key must not be empty")
         if any(not host for host in self.allowed_hosts):
@@ -58,6 +92,12 @@ class ServeConfig:
         for name in ("header_timeout_s", "keep_alive_s"):
             if not getattr(self, name) > 0:
                 raise InputError(f"{name} must be > 0, got {getattr(self, name)}")
+
+    def threads_per_worker(self) -> int | None:
+        """The torch thread count to set at startup; ``None``: leave torch's own (``torch_threads=0``)."""
+        if self.torch_threads is None:
+            return default_torch_threads(self.workers)
+        return self.torch_threads or None
 
     def replace(self, **changes: object) -> ServeConfig:
         """A copy with some fields changed (validated again)."""

@@ -16,7 +16,7 @@ class Metrics:
     """The counters and histograms ``GET /metrics`` exposes."""
 
     def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Histogram
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
@@ -42,6 +42,11 @@ class Metrics:
             "embedforge_batch_requests",
             "requests merged into one encode call",
             buckets=_BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.queued = Gauge(
+            "embedforge_queued_texts",
+            "texts waiting for the model or in its forward pass now, all workers (503 `overloaded` past --max-queue per worker)",
             registry=self.registry,
         )
         self.tokens = Counter(

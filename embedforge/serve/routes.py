@@ -1,13 +1,16 @@
 """The HTTP routes: parse, call :class:`~embedforge.serve.service.Service`, wrap in a response model.
 
 Routes that wait on the model are plain ``def``: FastAPI runs them in its thread pool, where they
-block on the batcher's future without holding up the event loop.
+block on the batcher's future without holding up the event loop. ``/v1/embeddings``, the hot path,
+is the exception: a coroutine that awaits the batcher's future (see its docstring).
 """
 
 from __future__ import annotations
 
+import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from embedforge.serve.errors import ApiError
 from embedforge.serve.schemas import (
@@ -34,7 +37,7 @@ from embedforge.serve.service import Service, to_base64, truncate_dimensions
 
 __all__ = ["router"]
 
-_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 422)}
+_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 422, 503)}
 router = APIRouter(responses=_ERRORS)  # type: ignore[arg-type]
 
 
@@ -42,26 +45,60 @@ def _service(request: Request) -> Service:
     return request.app.state.service  # type: ignore[no-any-return]
 
 
-def _usage(service: Service, texts: list[str]) -> Usage:
-    tokens = service.usage_tokens(texts)
+def _usage(service: Service, texts: list[str], counts: list[int] | None = None) -> Usage:
+    tokens = service.usage_tokens(texts, counts)
     return Usage(prompt_tokens=tokens, total_tokens=tokens)
 
 
 @router.post("/v1/embeddings", response_model=EmbeddingResponse, tags=["openai"])
-def create_embeddings(body: EmbeddingRequest, request: Request) -> EmbeddingResponse:
-    """Embeddings for one text or many, as OpenAI's ``POST /v1/embeddings``."""
+async def create_embeddings(body: EmbeddingRequest, request: Request) -> EmbeddingResponse:
+    """Embeddings for one text or many, as OpenAI's ``POST /v1/embeddings``.
+
+    A coroutine, unlike the other model routes: it awaits the batcher instead of blocking a pool
+    thread (:meth:`Service.embed_async`). A small request's checks, token counts and response are
+    built on the event loop; a large one's go to the thread pool, so the loop never stalls on them.
+    """
     service = _service(request)
     service.check_model(body.model)
     dimensions = service.check_dimensions(body.dimensions)
-    texts = service.texts_from_input(body.input)
-    vectors = service.embed(texts)  # (n, dim)
+    if _is_small(body.input):
+        texts, counts = _prepare(service, body.input)
+        vectors = await service.embed_async(texts, counts)  # (n, dim)
+        return _embedding_response(service, body, texts, counts, vectors, dimensions)
+    texts, counts = await run_in_threadpool(_prepare, service, body.input)
+    vectors = await service.embed_async(texts, counts)  # (n, dim)
+    return await run_in_threadpool(_embedding_response, service, body, texts, counts, vectors, dimensions)
+
+
+_SMALL_CHARS = 20_000  # input handled on the event loop up to this size (a few ms of work at most)
+
+
+def _is_small(value: str | list[str] | list[int] | list[list[int]]) -> bool:
+    if isinstance(value, str):
+        return len(value) <= _SMALL_CHARS
+    if len(value) > 64:
+        return False
+    size = 0
+    for item in value:
+        size += len(item) if isinstance(item, str | list) else 1
+    return size <= _SMALL_CHARS
+
+
+def _prepare(service: Service, value: str | list[str] | list[int] | list[list[int]]) -> tuple[list[str], list[int]]:
+    texts = service.texts_from_input(value)
+    return texts, service.count_tokens(texts)  # the batcher's token budget and `usage`, counted once
+
+
+def _embedding_response(
+    service: Service, body: EmbeddingRequest, texts: list[str], counts: list[int], vectors: np.ndarray, dimensions: int | None
+) -> EmbeddingResponse:
     if dimensions is not None:
         vectors = truncate_dimensions(vectors, dimensions)  # (n, dimensions)
     if body.encoding_format == "base64":
         data = [EmbeddingObject(index=i, embedding=to_base64(v)) for i, v in enumerate(vectors)]
     else:
         data = [EmbeddingObject(index=i, embedding=v.tolist()) for i, v in enumerate(vectors)]
-    return EmbeddingResponse(data=data, model=service.model_id, usage=_usage(service, texts))
+    return EmbeddingResponse(data=data, model=service.model_id, usage=_usage(service, texts, counts))
 
 
 def _card(service: Service) -> ModelCard:

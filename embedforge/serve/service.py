@@ -7,6 +7,7 @@ and wrap the result in a response model. Every check that answers a 4xx lives he
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import json
@@ -19,15 +20,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
+from starlette.concurrency import run_in_threadpool
 
 from embedforge.encode import encode
 from embedforge.errors import InputError
 from embedforge.models import BUNDLED_MODELS, embedding_dim, resolve_model
 from embedforge.rerank.model import pair_scores
-from embedforge.serve.batcher import DirectEncoder, Encoder, MicroBatcher
+from embedforge.serve.batcher import Encoder, MicroBatcher, QueueFull
 from embedforge.serve.config import ServeConfig
 from embedforge.serve.errors import ApiError
 from embedforge.serve.metrics import Metrics
+from embedforge.serve.pool import DirectEncoder, ReplicaPool, replicate
 from embedforge.serve.schemas import CollectionLike, HitLike
 from embedforge.vectors import l2_normalize
 
@@ -85,6 +88,16 @@ def open_collection(path: str) -> CollectionLike:
     return Collection.open(path)
 
 
+def _overloaded(err: QueueFull) -> ApiError:
+    """A full queue: 503 ``overloaded`` with ``Retry-After``, as OpenAI answers when its engine is overloaded."""
+    return ApiError(
+        503,
+        f"the server is overloaded ({err.queued} texts are waiting for the model); retry after {err.retry_after_s} s",
+        code="overloaded",
+        headers={"Retry-After": str(err.retry_after_s)},
+    )
+
+
 class Service:
     """The served model (used by one thread at a time), the optional collection and reranker."""
 
@@ -115,24 +128,40 @@ class Service:
         # tokenizer is used by the encode thread, and a fast tokenizer refuses concurrent use.
         self._tokenizer = copy.deepcopy(model.tokenizer)
         self._tokenizer_lock = threading.Lock()
-        on_batch = metrics.observe_batch if metrics else None
-        self.encoder: Encoder
-        if config.batching:
-            self.encoder = MicroBatcher(
-                self._encode, max_batch_size=config.max_batch_size, max_wait_ms=config.max_wait_ms, on_batch=on_batch
-            )
-        else:
-            self.encoder = DirectEncoder(self._encode, on_batch=on_batch)
+        self.encoder = self._encoder(config, model, metrics)
+        if metrics is not None:
+            metrics.queued.set_function(lambda: self.encoder.load)
 
     def close(self) -> None:
         self.encoder.close()
 
-    # ---- model work (runs on the encoder's thread) ----
+    # ---- model work (runs on the encoder's threads) ----
 
-    def _encode(self, texts: list[str]) -> np.ndarray:
-        return encode(
-            self.model, texts, batch_size=self.config.max_batch_size, normalize=self.config.normalize, show_progress=False
-        )
+    def _encoder(self, config: ServeConfig, model: SentenceTransformer, metrics: Metrics | None) -> Encoder:
+        """One batcher, ``config.workers`` of them over model replicas, or none (``batching=False``)."""
+        on_batch = metrics.observe_batch if metrics else None
+        if not config.batching:
+            return DirectEncoder(self._encode_with(model), on_batch=on_batch)
+        batchers = [
+            MicroBatcher(
+                self._encode_with(model if k == 0 else replicate(model)),
+                max_batch_size=config.max_batch_size,
+                max_batch_tokens=config.max_batch_tokens,
+                max_wait_ms=config.max_wait_ms,
+                max_queue=config.max_queue,
+                on_batch=on_batch,
+                name="embedforge-batcher" if k == 0 else f"embedforge-batcher-{k + 1}",
+            )
+            for k in range(config.workers)
+        ]
+        return batchers[0] if len(batchers) == 1 else ReplicaPool(batchers)
+
+    def _encode_with(self, model: SentenceTransformer) -> Callable[[list[str]], np.ndarray]:
+        def run(texts: list[str]) -> np.ndarray:
+            return encode(model, texts, batch_size=self.config.max_batch_size, normalize=self.config.normalize,
+                          show_progress=False)
+
+        return run
 
     def _on_model_thread(self, fn: Callable[[], T]) -> T:
         try:
@@ -140,10 +169,39 @@ class Service:
         except TimeoutError as err:
             raise ApiError(503, "timed out waiting for the model; try again", code="timeout") from err
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """``(len(texts), dim)`` float32 through the batcher; a 503 after the configured timeout."""
+    async def embed_async(self, texts: Sequence[str], tokens: Sequence[int] | None = None) -> np.ndarray:
+        """:meth:`embed` for a coroutine: the event loop awaits the batcher's future, no thread waits on it.
+
+        Each hand-over between threads costs a wake-up, and on a busy machine a wake-up can wait a
+        whole time slice: awaiting on the event loop saves the two of a thread-pool route (to its
+        thread and back). Without batching the encode runs on the caller's thread: a pool thread.
+        """
+        if tokens is None:
+            tokens = self.count_tokens(texts)
+        if not isinstance(self.encoder, MicroBatcher | ReplicaPool):
+            return await run_in_threadpool(self.embed, texts, tokens)
         try:
-            return self.encoder.embed(texts, timeout=self.config.request_timeout_s)
+            future = self.encoder.submit(texts, tokens)
+            async with asyncio.timeout(self.config.request_timeout_s):
+                return await asyncio.wrap_future(future)
+        except QueueFull as err:
+            raise _overloaded(err) from err
+        except TimeoutError as err:  # the wrapped future was cancelled, and with it the queued request
+            raise ApiError(503, "timed out waiting for the model; try again", code="timeout") from err
+        except InputError as err:
+            raise ApiError(400, str(err), code="invalid_input") from err
+
+    def embed(self, texts: Sequence[str], tokens: Sequence[int] | None = None) -> np.ndarray:
+        """``(len(texts), dim)`` float32 through the batcher; a 503 when its queue is full or after the timeout.
+
+        ``tokens``: each text's token count (:meth:`count_tokens`), if the caller has them already.
+        """
+        if tokens is None:
+            tokens = self.count_tokens(texts)
+        try:
+            return self.encoder.embed(texts, timeout=self.config.request_timeout_s, tokens=tokens)
+        except QueueFull as err:
+            raise _overloaded(err) from err
         except TimeoutError as err:
             raise ApiError(503, "timed out waiting for the model; try again", code="timeout") from err
         except InputError as err:
@@ -161,9 +219,9 @@ class Service:
             )["input_ids"]
         return [len(row) for row in ids]
 
-    def usage_tokens(self, texts: Sequence[str]) -> int:
-        """Total tokens for a response's ``usage`` (and the tokens counter of /metrics)."""
-        tokens = sum(self.count_tokens(texts))
+    def usage_tokens(self, texts: Sequence[str], counts: Sequence[int] | None = None) -> int:
+        """Total tokens for a response's ``usage`` (and the tokens counter of /metrics); ``counts``: already counted."""
+        tokens = sum(self.count_tokens(texts) if counts is None else counts)
         if self._metrics is not None:
             self._metrics.tokens.inc(tokens)
         return tokens
@@ -304,6 +362,8 @@ class Service:
             # Concurrent requests with the same options share one search: one query encode, one index search.
             key = ("search", top_k, mode, fusion, rerank, json.dumps(where, sort_keys=True))
             return self.encoder.merged(key, queries, run, timeout=self.config.request_timeout_s)
+        except QueueFull as err:
+            raise _overloaded(err) from err
         except TimeoutError as err:
             raise ApiError(503, "timed out waiting for the model; try again", code="timeout") from err
         except (InputError, ValueError) as err:
