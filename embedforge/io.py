@@ -20,6 +20,7 @@ from embedforge.errors import InputError
 
 __all__ = [
     "atomic_dir",
+    "replace_dir",
     "atomic_write",
     "write_json",
     "save_npy",
@@ -89,12 +90,19 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    replace_dir(tmp, path)
+
+
+def replace_dir(staged: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
+    """Move the finished directory ``staged`` to ``path`` (same file system); an existing ``path`` is
+    moved aside first and removed only after the new one is in place (see :func:`atomic_dir`)."""
+    staged, path = Path(staged), Path(path)
     old = path.with_name(f".{path.name}.old")
     if old.exists():
         shutil.rmtree(old)
     if path.exists():
         os.replace(path, old)
-    os.replace(tmp, path)
+    os.replace(staged, path)
     shutil.rmtree(old, ignore_errors=True)
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "score_fuse",
     "fuse",
     "match_metadata",
+    "where_from_json",
     "Searchable",
     "search_collection",
 ]
@@ -212,6 +213,19 @@ _OPS = {
     "$in": lambda v, a: v in a,
     "$nin": lambda v, a: v not in a,
 }
+
+
+def where_from_json(text: str | None, example: str = '{"lang": "en"}', option: str = "--where") -> dict[str, Any] | None:
+    """A metadata filter given as JSON text (``--where``), or None; one clear InputError otherwise."""
+    if not text:
+        return None
+    try:
+        where = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InputError(f"{option} is not valid JSON: {err.msg}") from None
+    if not isinstance(where, dict):
+        raise InputError(f"{option} must be a JSON object, e.g. '{example}'")
+    return where
 
 
 def match_metadata(metadata: Mapping[str, Any], where: Mapping[str, Any]) -> bool:

@@ -138,20 +138,12 @@ def cmd_index_images(args: argparse.Namespace) -> int:
 
 def cmd_search_image(coll: Any, args: argparse.Namespace, write_run: Any) -> int:
     """``search --image FILE``: image -> image (image collection) or image -> text (text collection, same CLIP model)."""
-    import json
-
     from embedforge.images.collection import search_by_image
+    from embedforge.query import where_from_json
 
     if args.mode != "dense" or args.rerank or args.fusion:
         raise InputError("an --image query is searched by its vector only (--mode dense, no --rerank or --fusion)")
-    where = None
-    if args.where:
-        try:
-            where = json.loads(args.where)
-        except json.JSONDecodeError as err:
-            raise InputError(f"--where is not valid JSON: {err.msg}") from None
-        if not isinstance(where, dict):
-            raise InputError("--where must be a JSON object, e.g. '{\"width\": {\"$gte\": 512}}'")
+    where = where_from_json(args.where, '{"width": {"$gte": 512}}')
     hits = search_by_image(coll, [args.image], top_k=args.top_k, where=where)[0]
     if args.output:
         write_run(args.output, [("query", hits)])

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from embedforge.errors import InputError
+from embedforge.query import where_from_json
 
 __all__ = ["register", "read_queries", "write_run"]
 
@@ -123,14 +123,7 @@ def write_run(path: str | Path, run: list[tuple[str, list[Any]]]) -> None:
 
 
 def _search_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    where = None
-    if args.where:
-        try:
-            where = json.loads(args.where)
-        except json.JSONDecodeError as err:
-            raise InputError(f"--where is not valid JSON: {err.msg}") from None
-        if not isinstance(where, dict):
-            raise InputError("--where must be a JSON object, e.g. '{\"lang\": \"en\"}'")
+    where = where_from_json(args.where)
     out: dict[str, Any] = {"top_k": args.top_k, "mode": args.mode, "where": where, **_rerank_kwargs(args)}
     if args.fusion:
         out["fusion"] = args.fusion

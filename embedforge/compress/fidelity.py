@@ -22,14 +22,13 @@ from __future__ import annotations
 import numpy as np
 
 from embedforge.errors import InputError
+from embedforge.vectors import l2_normalize
 
 __all__ = ["mean_cosine", "knn_ids", "knn_overlap", "fidelity"]
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
+    return l2_normalize(x, dtype=np.float64)
 
 
 def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:

@@ -32,7 +32,8 @@ import numpy as np
 from embedforge.compress.config import CompressConfig
 from embedforge.compress.fidelity import fidelity, knn_overlap
 from embedforge.errors import InputError
-from embedforge.io import save_npy, write_json
+from embedforge.io import replace_dir, save_npy, write_json
+from embedforge.vectors import l2_normalize
 
 __all__ = ["CompressResult", "compress", "split_holdout", "holdout_size"]
 
@@ -224,7 +225,7 @@ def compress(
     if backend != "torch":
         manifest["backend"] = {"name": "onnx", "file": info["onnx_files"][backend], "variant": backend}
     write_json(staged / MANIFEST_NAME, manifest)
-    _publish(staged, out)
+    replace_dir(staged, out)
     shutil.rmtree(work, ignore_errors=True)
     layers_now = None if config.static else (config.layers or total_layers)
     return CompressResult(output=out, method=config.method, dimension=int(info["dimension"]), layers=layers_now,
@@ -241,17 +242,7 @@ def _fidelity(student: np.ndarray, teacher: np.ndarray, k: int, proj: dict[str, 
 
 def _max_cos_dev(a: np.ndarray, b: np.ndarray) -> float:
     """``max_i |cos(a_i, b_i) - 1|``."""
-    an = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-    bn = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-    return float(np.max(np.abs(np.sum(an.astype(np.float64) * bn, axis=1) - 1.0)))
+    an, bn = l2_normalize(a, dtype=np.float64), l2_normalize(b, dtype=np.float64)
+    return float(np.max(np.abs(np.sum(an * bn, axis=1) - 1.0)))
 
 
-def _publish(staged: Path, out: Path) -> None:
-    """Move the finished directory to ``out``; an existing ``out`` is moved aside first, removed after."""
-    old = out.with_name(f".{out.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    if out.exists():
-        os.replace(out, old)
-    os.replace(staged, out)
-    shutil.rmtree(old, ignore_errors=True)

@@ -38,6 +38,7 @@ import numpy as np
 
 from embedforge.errors import InputError
 from embedforge.io import check_text, save_npy, write_json
+from embedforge.vectors import l2_normalize
 
 __all__ = [
     "DistillConfig",
@@ -237,7 +238,7 @@ def _embed(model: Any, texts: Sequence[str], config: DistillConfig, progress: bo
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return l2_normalize(x, dtype=x.dtype)
 
 
 def _teacher_side(teacher: Any, heldout: Mapping[str, Sequence[Pair]], config: DistillConfig,

@@ -162,7 +162,7 @@ class MicroBatcher:
         *,
         max_batch_size: int = 64,
         max_batch_tokens: int = 4096,
-        max_wait_ms: float = 20.0,
+        max_wait_ms: float = 5.0,
         max_queue: int = 4096,
         on_batch: BatchCallback | None = None,
         name: str = "embedforge-batcher",

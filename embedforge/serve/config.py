@@ -56,7 +56,7 @@ class ServeConfig:
     model_aliases: tuple[str, ...] = ()  # extra names /v1/embeddings accepts as `model` (e.g. "text-embedding-3-small")
     batching: bool = True  # dynamic micro-batching of concurrent requests; False: one encode per request
     max_batch_size: int = 64  # most texts one forward pass takes (the batcher groups requests up to this)
-    max_wait_ms: float = 20.0  # longest the oldest request waits for company (never under light load; it ends once as many requests as the last pass held are back)
+    max_wait_ms: float = 5.0  # longest the oldest request waits for company (never under light load; it ends once as many requests as the last pass held are back)
     max_inputs: int = 2048  # most texts (or documents) per request; OpenAI's limit
     max_text_chars: int = 50_000  # most characters per text; far beyond any model's context, the model truncates anyway
     max_body_bytes: int = 8 * 1024 * 1024  # largest request body; larger -> 413 before it is parsed
