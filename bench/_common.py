@@ -76,3 +76,19 @@ def update_section(name: str, markdown: str) -> None:
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     with atomic_write(BENCHMARKS_MD) as f:
         f.write(text)
+
+
+def publish(name: str, result: dict[str, Any], table: str, *, out: str | None = None, markdown: bool = True) -> None:
+    """Write ``result`` to bench/results/NAME.json (or ``out``), print ``table`` and put it in
+    BENCHMARKS.md's NAME section unless ``markdown`` is False (smoke runs)."""
+    if out is None:
+        print("wrote", write_result(name, result))
+    else:
+        from embedforge.io import write_json
+
+        write_json(out, result)
+        print("wrote", out)
+    print()
+    print(table)
+    if markdown:
+        update_section(name, table)

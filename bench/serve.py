@@ -54,7 +54,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ROOT, machine, update_section, write_result  # noqa: E402
+from _common import ROOT, machine, publish  # noqa: E402
 
 HOST = "127.0.0.1"  # load goes to this machine only
 _VOCABULARY = """
@@ -412,18 +412,7 @@ def main() -> int:
     parser.add_argument("--no-markdown", action="store_true", help="do not update BENCHMARKS.md (smoke runs)")
     args = parser.parse_args()
     result = run(args)
-    if args.out is None:
-        print("wrote", write_result("serve", result))
-    else:
-        from embedforge.io import write_json
-
-        write_json(args.out, result)
-        print("wrote", args.out)
-    table = markdown_table(result)
-    print()
-    print(table)
-    if not args.no_markdown:
-        update_section("serve", table)
+    publish("serve", result, markdown_table(result), out=args.out, markdown=not args.no_markdown)
     return 0
 
 

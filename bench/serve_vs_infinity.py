@@ -53,7 +53,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ROOT, machine, update_section, write_result  # noqa: E402
+from _common import ROOT, machine, publish  # noqa: E402
 from serve import HOST, Server, _free_port, _load, client_name, embedding_body, make_texts, model_ceiling  # noqa: E402
 
 from embedforge.models import resolve_model  # noqa: E402
@@ -310,18 +310,7 @@ def main() -> int:
         print(setup_infinity(args.infinity_venv))
         return 0
     result = measure(args)
-    if args.out is None:
-        print("wrote", write_result("serve_vs_infinity", result))
-    else:
-        from embedforge.io import write_json
-
-        write_json(args.out, result)
-        print("wrote", args.out)
-    table = markdown_table(result)
-    print()
-    print(table)
-    if not args.no_markdown:
-        update_section("serve_vs_infinity", table)
+    publish("serve_vs_infinity", result, markdown_table(result), out=args.out, markdown=not args.no_markdown)
     return 0
 
 
