@@ -88,15 +88,12 @@ DemoRun = tuple[str, str, AdaptConfig, "LabelledTexts | None", str]  # label, ta
 def demo_runs(budget: str, labelled_budget: str, pairs: LabelledTexts, per_intent: int, **overrides: Any) -> list[DemoRun]:
     """The demo's two adapt runs: label-free (SimCSE, crops) and supervised on the labelled texts.
     ``overrides``: other :class:`AdaptConfig` settings (the tests' tiny corpora)."""
-    free, labelled = read_budget(budget), read_budget(labelled_budget)
+    free, labelled = read_budget(budget).config_fields(), read_budget(labelled_budget).config_fields()
     common: dict[str, Any] = {"max_length": 64, "batch_size": 32, "seed": 0, **overrides}
     return [
-        ("adapt, label-free", "label-free", AdaptConfig(
-            budget_seconds=free.seconds, budget_steps=free.steps, budget_epochs=free.epochs,
-            candidates=("simcse", "crops"), **common), None, budget),
+        ("adapt, label-free", "label-free", AdaptConfig(candidates=("simcse", "crops"), **free, **common), None, budget),
         (f"adapt, {per_intent} labelled texts/intent", "labelled", AdaptConfig(
-            budget_seconds=labelled.seconds, budget_steps=labelled.steps, budget_epochs=labelled.epochs,
-            candidates=("supervised",), **common), pairs, labelled_budget),
+            candidates=("supervised",), **labelled, **common), pairs, labelled_budget),
     ]
 
 

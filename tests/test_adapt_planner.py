@@ -141,7 +141,7 @@ def test_labels_first_supervised_gets_its_work_before_label_free_candidates():
 def test_a_budget_too_small_to_resolve_says_undertrained_and_what_would():
     probes = [probe("supervised", 8.0, spe=68, epochs=2.0)]
     plan = plan_budget(probes, budget_seconds=300, spent_seconds=60, eval_seconds=20, min_steps=10,
-                       needed={"supervised": needed_steps("supervised", 68, floor=50, labelled=True)})
+                       needed={"supervised": needed_steps(68, floor=50, labelled=True)})
     run = plan.runs[0]
     assert run.steps == int((300 - 60 - FINAL_SECONDS - 25) // 8.0) and run.needed == 68 and run.undertrained
     advice = plan.undertrained_advice()

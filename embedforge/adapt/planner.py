@@ -171,6 +171,10 @@ class Budget:
         if self.seconds is None and self.steps is None and self.epochs is None:
             raise InputError("a budget needs a time (20m), a number of steps (300steps) or epochs (1epoch)")
 
+    def config_fields(self) -> dict[str, Any]:
+        """The :class:`~embedforge.adapt.config.AdaptConfig` fields that hold this budget."""
+        return {"budget_seconds": self.seconds, "budget_steps": self.steps, "budget_epochs": self.epochs}
+
     @property
     def work(self) -> str:
         """The work part as a user writes it ("" when the budget is only a time)."""
@@ -216,7 +220,7 @@ def read_budget(text: str) -> Budget:
     return Budget(seconds, steps, epochs)
 
 
-def needed_steps(name: str, steps_per_epoch: int, *, floor: int, labelled: bool) -> int:
+def needed_steps(steps_per_epoch: int, *, floor: int, labelled: bool) -> int:
     """Steps before a candidate's estimate can be resolved: one full pass over labelled pairs (a
     supervised run that has not seen every pair once is not yet the model the labels would give),
     else ``floor`` (label-free objectives); never more than one epoch of a small data set."""

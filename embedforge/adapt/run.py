@@ -259,7 +259,7 @@ def _plan(model: str, s: _Setup, config: AdaptConfig, state: State, start: float
         log.info(f"{name}: {probes[-1].seconds_per_step:.2f}s per step, {probes[-1].steps_per_epoch} steps per epoch")
     # labels first: the supervised candidate gets its work before the label-free ones share the rest
     first = tuple(p.name for p in probes if p.name == "supervised")
-    needed = {p.name: needed_steps(p.name, p.steps_per_epoch, floor=config.label_free_min_steps, labelled=p.name in first)
+    needed = {p.name: needed_steps(p.steps_per_epoch, floor=config.label_free_min_steps, labelled=p.name in first)
               for p in probes}
     plan = plan_budget(probes, budget_seconds=config.budget_seconds, spent_seconds=time.perf_counter() - start,
                        eval_seconds=s.eval_seconds, min_steps=config.min_steps, budget=config.budget, first=first,
@@ -277,7 +277,6 @@ def _run_candidates(model: str, s: _Setup, plan: Plan, config: AdaptConfig, stat
     scores = {"base": s.base_scores}
     trained = state.data.setdefault("trained", {})
     late: dict[str, str] = {}
-    timed = config.budget_seconds is not None
     # measured / planned seconds of the runs so far: re-estimates what is left on this machine, now
     slowdown: list[float] = []
     for i, run in enumerate(plan.runs):
@@ -291,7 +290,8 @@ def _run_candidates(model: str, s: _Setup, plan: Plan, config: AdaptConfig, stat
         remaining = factor * sum(r.seconds for r in left)
         log.info(f"candidate {i + 1} of {len(plan.runs)} ({run.name}); about {format_seconds(remaining)} left"
                  + (f" (runs so far took {factor:.2f}x their planned time)" if slowdown else ""))
-        if timed and time.perf_counter() - start + run.seconds > OVERRUN * config.budget_seconds:  # type: ignore[operator]
+        budget = config.budget_seconds  # None: a work budget, no time limit
+        if budget is not None and time.perf_counter() - start + run.seconds > OVERRUN * budget:
             late[run.name] = "not started: the budget ran out (the machine was slower than measured)"
             log.info(f"{run.name}: {late[run.name]}")
             continue

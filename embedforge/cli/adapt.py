@@ -78,8 +78,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     from embedforge.adapt.planner import read_budget
 
     kwargs: dict[str, Any] = {field: getattr(args, dest) for dest, field in ADAPT_FIELDS}
-    budget = read_budget(args.budget)
-    kwargs.update(budget_seconds=budget.seconds, budget_steps=budget.steps, budget_epochs=budget.epochs)
+    kwargs.update(read_budget(args.budget).config_fields())
     if args.candidates:
         kwargs["candidates"] = tuple(c.strip() for c in args.candidates.split(",") if c.strip())
     try:
