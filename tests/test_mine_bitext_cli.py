@@ -147,3 +147,34 @@ def test_registered_with_the_librarys_defaults():
     params = inspect.signature(mine_bitext).parameters
     assert (args.k, args.margin, args.threshold) == tuple(params[n].default for n in ("k", "margin", "threshold"))
     assert args.prompt_name is None  # = the model's "query" prompt when it has one
+
+
+def test_mine_with_bitext_is_the_same_command(tiny_model_dir, files, tmp_path):
+    """The issue's spelling, ``embedforge mine --bitext SRC TGT``, writes what ``mine-bitext`` writes."""
+    src, tgt = files
+    a, b = tmp_path / "a.tsv", tmp_path / "b.tsv"
+    common = ["--model", str(tiny_model_dir), "--output"]
+    assert main(["mine-bitext", *common, str(a), "--source", str(src), "--target", str(tgt),
+                 "--margin", "distance", "--k", "2"]) == 0
+    assert main(["mine", *common, str(b), "--bitext", str(src), str(tgt), "--margin", "distance", "--k", "2"]) == 0
+    assert a.read_bytes() == b.read_bytes()
+    assert _rows(b)[0] == BITEXT_HEADER
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--input", "INPUT"], "not both"),
+        (["--top-k", "3"], "--top-k, --max-pairs and --search are for paraphrase mining"),
+        ([], "mine needs --input FILE (paraphrases) or --bitext SRC TGT"),
+    ],
+)
+def test_mine_bitext_conflicts_are_one_line_exit_2(tiny_model_dir, files, tmp_path, capsys, extra, message):
+    src, tgt = files
+    out = tmp_path / "pairs.tsv"
+    bitext = [] if not extra else ["--bitext", str(src), str(tgt)]
+    extra = [str(src) if x == "INPUT" else x for x in extra]
+    code = main(["mine", "--model", str(tiny_model_dir), "--output", str(out), *bitext, *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("error:") == 1
+    assert not out.exists()

@@ -18,9 +18,9 @@ __all__ = ["register"]
 METHOD_CHOICES = ["kmeans", "agglomerative", "community", "hdbscan"]
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, input_required: bool = True) -> None:
     p.add_argument("--model", required=True, help="'minilm', a model directory or a hub id")
-    p.add_argument("--input", required=True, help="txt (one text per line), jsonl/csv/tsv/parquet (a text column)")
+    p.add_argument("--input", required=input_required, help="txt (one text per line), jsonl/csv/tsv/parquet (a text column)")
     p.add_argument("--text-field", help="column holding the text (default: text/sentence/content/body)")
     p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default 32)")
 
@@ -34,12 +34,22 @@ def _cluster_args(p: argparse.ArgumentParser, default_method: str = "kmeans") ->
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser("mine", help="find paraphrase / near-duplicate pairs, write them as TSV")
-    _common(p)
-    p.add_argument("--output", required=True, help="PAIRS.tsv: score, i, j, text_i, text_j (0-based row numbers)")
+    from embedforge.cli.multilingual import add_bitext_options
+
+    p = subparsers.add_parser(
+        "mine", help="find paraphrase / near-duplicate pairs in --input, or translations with --bitext SRC TGT; TSV"
+    )
+    _common(p, input_required=False)
+    p.add_argument("--bitext", nargs=2, metavar=("SRC", "TGT"),
+                   help="translation mining instead of paraphrases: find each SRC line's translation among TGT's "
+                        "(margin scoring, one-to-one; same as `embedforge mine-bitext`)")
+    p.add_argument("--output", required=True, help="PAIRS.tsv: score, i, j, text_i, text_j (0-based row numbers); "
+                                                   "with --bitext: score, source_index, target_index, source_text, target_text")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--threshold", type=float, help="all pairs with cosine >= T")
-    group.add_argument("--top-k", type=int, help="each text's K most similar others (default 10)")
+    group.add_argument("--threshold", type=float,
+                       help="all pairs with cosine >= T; with --bitext: pairs whose margin score >= T")
+    group.add_argument("--top-k", type=int, help="each text's K most similar others (default 10; not with --bitext)")
+    add_bitext_options(p)
     p.add_argument("--max-pairs", type=int, help="keep only the best N pairs")
     p.add_argument("--search", choices=["auto", "exact", "faiss"], default="auto",
                    help="exact up to 100k texts, faiss IVF above (default auto)")
@@ -102,6 +112,18 @@ def cmd_mine(args: argparse.Namespace) -> int:
     from embedforge.io import atomic_write
     from embedforge.mine import paraphrase_mining_embeddings
 
+    if args.bitext is not None:
+        if args.input is not None:
+            raise InputError("give --input (paraphrases within one file) or --bitext SRC TGT (translations), not both")
+        if args.top_k is not None or args.max_pairs is not None or args.search != "auto":
+            raise InputError("--top-k, --max-pairs and --search are for paraphrase mining; --bitext pairs each "
+                             "source line with at most one target line (use --threshold to cut)")
+        from embedforge.cli.multilingual import cmd_mine_bitext
+
+        args.source, args.target = args.bitext
+        return cmd_mine_bitext(args)
+    if args.input is None:
+        raise InputError("mine needs --input FILE (paraphrases) or --bitext SRC TGT (translations)")
     out = _check_output(args, "--output", (".tsv",))
     top_k = None if args.threshold is not None else (10 if args.top_k is None else args.top_k)
     if top_k is not None and top_k < 1:

@@ -1,4 +1,4 @@
-"""``embedforge mine-bitext`` — find the translations of one file's lines in another's;
+"""``embedforge mine-bitext`` (also ``embedforge mine --bitext SRC TGT``) — find the translations of one file's lines in another's;
 ``embedforge distill-multilingual`` — make a model multilingual by distillation into a multilingual student."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from embedforge.errors import InputError
 from embedforge.io import check_output
 from embedforge.mine import mine_bitext
 
-__all__ = ["register", "BITEXT_HEADER"]
+__all__ = ["register", "BITEXT_HEADER", "add_bitext_options", "cmd_mine_bitext"]
 
 _DEFAULTS = {name: p.default for name, p in inspect.signature(mine_bitext).parameters.items()}  # k, margin, threshold
 BITEXT_HEADER = ["score", "source_index", "target_index", "source_text", "target_text"]
@@ -33,18 +33,24 @@ def register(subparsers: Any) -> None:
                    help="PAIRS.tsv: score, source_index, target_index, source_text, target_text "
                         "(0-based row numbers: line - 1 in a .txt), best first")
     p.add_argument("--text-field", help="column holding the text in table files (default: text/sentence/content/body)")
-    p.add_argument("--margin", choices=["ratio", "distance", "absolute"], default=_DEFAULTS["margin"],
-                   help="ratio / distance: cosine against the mean of the k nearest neighbours on both sides "
-                        "(Artetxe & Schwenk 2019); absolute: plain cosine (default: %(default)s)")
-    p.add_argument("--k", type=int, default=_DEFAULTS["k"], help="neighbours in the margin (default: %(default)s)")
     p.add_argument("--threshold", type=float, default=_DEFAULTS["threshold"],
                    help="keep pairs scoring at least T (ratio margins near 1 are ambiguous; ~1.06 is a usual "
                         "cut; default: every one-to-one pair)")
-    p.add_argument("--prompt-name", help=f"the model's prompt to prepend to every text (default: {DEFAULT_PROMPT!r} "
-                                         "when the model defines one, as e5 does: 'query: ')")
     p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default: %(default)s)")
+    add_bitext_options(p)
     p.set_defaults(func=cmd_mine_bitext)
     _register_distill(subparsers)
+
+
+def add_bitext_options(p: argparse.ArgumentParser) -> None:
+    """The options translation mining adds (shared by ``mine-bitext`` and ``mine --bitext``)."""
+    p.add_argument("--margin", choices=["ratio", "distance", "absolute"], default=_DEFAULTS["margin"],
+                   help="translation mining: ratio / distance: cosine against the mean of the k nearest "
+                        "neighbours on both sides (Artetxe & Schwenk 2019); absolute: plain cosine (default: %(default)s)")
+    p.add_argument("--k", type=int, default=_DEFAULTS["k"],
+                   help="translation mining: neighbours in the margin (default: %(default)s)")
+    p.add_argument("--prompt-name", help=f"translation mining: the model's prompt to prepend to every text (default: "
+                                         f"{DEFAULT_PROMPT!r} when the model defines one, as e5 does: 'query: ')")
 
 
 def _prompt(model: Any, name: str | None) -> str | None:
