@@ -63,7 +63,7 @@ BUNDLED_MODELS: dict[str, tuple[str, str, str]] = {
 # manifest "backend" name -> module whose load_backend_model(directory, spec, device) returns the model
 # with that fast encoder, or None for the PyTorch one. Looked up by name, like BUNDLED_MODELS, so this
 # module does not import embedforge.compress (above it); `embedforge compress` writes such manifests.
-MODEL_BACKENDS: dict[str, str] = {"onnx": "embedforge.compress.backend"}
+MODEL_BACKENDS: dict[str, str] = {"onnx": "embedforge.compress.backend", "openvino": "embedforge.compress.backend"}
 
 
 def _bundled_path(alias: str) -> Path:

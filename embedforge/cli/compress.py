@@ -15,7 +15,7 @@ def register(subparsers: Any) -> None:
 
     d = CompressConfig()
     p = subparsers.add_parser(
-        "compress", help="fewer layers (distilled), PCA dimensions, int8 ONNX or static embeddings; reports fidelity"
+        "compress", help="fewer layers (distilled), PCA dimensions, ONNX / OpenVINO int8 or static embeddings; reports fidelity"
     )
     p.add_argument("--model", required=True, help="teacher: 'minilm', a model directory or a hub id")
     p.add_argument("--train-file", required=True, help="your texts (one per line, or a text column); a slice is held out")
@@ -23,7 +23,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--layers", type=int, default=d.layers, help="keep N transformer layers, trained to copy the teacher")
     p.add_argument("--dim", type=int, default=d.dim, help="reduce to D dimensions by PCA fitted on your texts")
     p.add_argument("--quantize", choices=QUANTIZE, default=d.quantize,
-                   help="export to ONNX (fp32) and quantise to int8 (onnx-int8)")
+                   help="run on a faster CPU runtime: ONNX (onnxruntime; int8: dynamic quantisation) or OpenVINO "
+                        "(int8: calibrated on your texts with NNCF); the -fp32 variants only convert")
     p.add_argument("--static", action="store_true", help="model2vec static embeddings (fastest, much lower quality)")
     p.add_argument("--epochs", type=float, default=d.epochs, help=f"layer distillation epochs (default {d.epochs})")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"distillation batch (default {d.batch_size})")

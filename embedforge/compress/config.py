@@ -7,16 +7,16 @@ from typing import Any
 
 __all__ = ["CompressConfig", "QUANTIZE"]
 
-QUANTIZE = ("onnx-fp32", "onnx-int8")  # backends `--quantize` accepts
+QUANTIZE = ("onnx-fp32", "onnx-int8", "openvino-fp32", "openvino-int8")  # backends `--quantize` accepts
 
 
 @dataclass(frozen=True)
 class CompressConfig:
-    """Layer reduction, PCA, ONNX int8 and static distillation; any that are set run, in that order."""
+    """Layer reduction, PCA, ONNX / OpenVINO export and int8, and static distillation; any that are set run, in that order."""
 
     layers: int | None = None  # keep this many transformer layers, spread across depth; None keeps all
     dim: int | None = None  # PCA to this many dimensions, stored as a Dense layer; None keeps the dimension
-    quantize: str | None = None  # "onnx-int8" (or "onnx-fp32": export only); None stays PyTorch
+    quantize: str | None = None  # "onnx-int8", "openvino-int8" (or the -fp32 exports); None stays PyTorch
     static: bool = False  # model2vec static embeddings instead of a transformer (no other option applies)
     holdout: float = 0.1  # share of the texts held out for the label-free fidelity numbers
     max_holdout: int = 2000  # at most this many held-out texts (the k-NN overlap is exact, O(n^2))

@@ -46,7 +46,7 @@ class CompressResult:
     method: list[str]
     dimension: int
     layers: int | None  # transformer layers of the result (None for static)
-    backend: str  # "torch", "onnx-fp32" or "onnx-int8": what the manifest names as the fast path
+    backend: str  # "torch", "onnx-fp32", "onnx-int8", "openvino-fp32" or "openvino-int8": the manifest's fast path
     fidelity: dict[str, dict[str, float]] = field(default_factory=dict)  # backend -> numbers
     seconds: float = 0.0
 
@@ -143,7 +143,11 @@ def compress(
     if config.quantize is not None:
         from embedforge.compress.onnx import require_onnx
 
-        require_onnx()
+        require_onnx()  # every backend starts from the exported ONNX file
+        if config.quantize.startswith("openvino"):
+            from embedforge.compress.openvino import require_openvino
+
+            require_openvino(config.quantize)
     if config.static:
         from embedforge.compress.static import require_model2vec
 
@@ -213,6 +217,20 @@ def compress(
         if config.quantize == "onnx-int8":
             quantize_int8(fp32, staged / ONNX_DIR / INT8_FILE)
             files["onnx-int8"] = f"{ONNX_DIR}/{INT8_FILE}"
+        if config.quantize.startswith("openvino"):
+            from embedforge.compress.openvino import (
+                FP32_XML,
+                INT8_XML,
+                OV_DIR,
+                convert_openvino,
+                quantize_openvino,
+            )
+
+            convert_openvino(fp32, staged / OV_DIR / FP32_XML)
+            files["openvino-fp32"] = f"{OV_DIR}/{FP32_XML}"
+            if config.quantize == "openvino-int8":
+                quantize_openvino(fp32, staged / OV_DIR / INT8_XML, student, train)  # calibrated on training texts
+                files["openvino-int8"] = f"{OV_DIR}/{INT8_XML}"
         for name, rel in files.items():
             o_held = encode(onnx_model(staged, rel), held, normalize=False)  # as every command will run it
             fid[name] = _fidelity(o_held, t_held, config.knn_k, proj)
@@ -223,7 +241,7 @@ def compress(
     manifest = read_manifest(staged) or {}
     manifest["compress"] = info
     if backend != "torch":
-        manifest["backend"] = {"name": "onnx", "file": info["onnx_files"][backend], "variant": backend}
+        manifest["backend"] = {"name": backend.split("-")[0], "file": info["onnx_files"][backend], "variant": backend}
     write_json(staged / MANIFEST_NAME, manifest)
     replace_dir(staged, out)
     shutil.rmtree(work, ignore_errors=True)
