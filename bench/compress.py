@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import statistics
 import sys
@@ -36,6 +37,7 @@ from embedforge.corpus import join_title, read_documents, read_records  # noqa: 
 from embedforge.encode import encode  # noqa: E402
 from embedforge.evaluate.metrics import ndcg_at_k  # noqa: E402
 from embedforge.evaluate.sts import load_stsb, sts_spearman  # noqa: E402
+from embedforge.io import write_json  # noqa: E402
 from embedforge.models import load_model, read_manifest  # noqa: E402
 
 BATCH = 64  # texts per forward pass in every speed and quality run
@@ -43,25 +45,28 @@ LONG_TOKENS = 256  # abstracts truncated here (MiniLM's own max length)
 
 
 def rows(quick: bool, static: bool) -> dict[str, CompressConfig | None]:
-    """Row name -> config (None: the teacher itself)."""
+    """Row name -> config (None: the teacher itself). A row named ``layers-N+...`` is built from the cached
+    ``layers-N`` student (see :func:`make_row`), so each student is distilled once."""
     if quick:
         return {
             "teacher": None,
             "layers-2": CompressConfig(layers=2, epochs=1),
             "pca-32": CompressConfig(dim=32),
             "onnx-int8": CompressConfig(quantize="onnx-int8"),
-            "layers-2+int8": CompressConfig(layers=2, quantize="onnx-int8", epochs=1),
+            "openvino-int8": CompressConfig(quantize="openvino-int8"),
+            "layers-2+onnx-int8": CompressConfig(quantize="onnx-int8"),
         }
     table: dict[str, CompressConfig | None] = {"teacher": None}
     for n in (4, 3, 2, 1):
         table[f"layers-{n}"] = CompressConfig(layers=n)
     for d in (256, 128, 64):
         table[f"pca-{d}"] = CompressConfig(dim=d)
-    table["onnx-fp32"] = CompressConfig(quantize="onnx-fp32")
-    table["onnx-int8"] = CompressConfig(quantize="onnx-int8")
-    table["layers-3+int8"] = CompressConfig(layers=3, quantize="onnx-int8")
-    table["layers-2+int8"] = CompressConfig(layers=2, quantize="onnx-int8")
-    table["layers-3+pca-128+int8"] = CompressConfig(layers=3, dim=128, quantize="onnx-int8")
+    for q in ("onnx-fp32", "onnx-int8", "openvino-fp32", "openvino-int8"):
+        table[q] = CompressConfig(quantize=q)
+    for n in (3, 2):
+        for q in ("onnx-int8", "openvino-fp32", "openvino-int8"):
+            table[f"layers-{n}+{q}"] = CompressConfig(quantize=q)
+    table["layers-3+pca-128+onnx-int8"] = CompressConfig(dim=128, quantize="onnx-int8")
     if static:
         table["static-256"] = CompressConfig(static=True, dim=256)
     return table
@@ -103,12 +108,46 @@ def scifact(data: Path, n_queries: int | None) -> tuple[list[str], list[str], li
 
 
 def make_row(name: str, config: CompressConfig, texts: list[str], cache: Path, force: bool) -> Path:
+    """The row's model directory under ``cache``, compressed unless a cached one has the same config.
+
+    ``layers-N+...`` rows compress the cached ``layers-N`` student (its PyTorch weights teach, as
+    ``compress`` does for any compressed model), so each student is distilled once; their manifest's
+    fidelity is then against the student, and :func:`bench_fidelity` measures them against the teacher.
+    """
     out = cache / name
+    source = "minilm"
+    if name.startswith("layers-") and "+" in name:
+        source = str(make_row(name.split("+")[0], CompressConfig(layers=int(name.split("+")[0][7:])), texts, cache,
+                              force=False))
     manifest = read_manifest(out) if out.is_dir() else None
-    if force or manifest is None or manifest.get("compress", {}).get("config") != config.to_dict():
-        print(f"[compress] {name} ...", flush=True)
-        compress("minilm", "bench:train-texts", out, config, texts=texts, overwrite=True)
+    info = (manifest or {}).get("compress", {})
+    if force or manifest is None or info.get("config") != config.to_dict() or info.get("teacher") != source:
+        print(f"[compress] {name} (from {source}) ...", flush=True)
+        compress(source, "bench:train-texts", out, config, texts=texts, overwrite=True)
     return out
+
+
+def bench_fidelity(encoder: Any, held: list[str], teacher_held: np.ndarray, k: int) -> dict[str, float | None]:
+    """Fidelity of a row built from a student, against the original teacher: the k-NN overlap, and the
+    mean cosine when the dimensions match (a PCA row's projection is the student's, not the teacher's)."""
+    from embedforge.compress.fidelity import knn_overlap, mean_cosine
+
+    vecs = encode(encoder, held, batch_size=BATCH, normalize=False)
+    cos = mean_cosine(vecs, teacher_held) if vecs.shape[1] == teacher_held.shape[1] else None
+    return {"mean_cosine": cos, f"knn_overlap@{k}": knn_overlap(vecs, teacher_held, k)}
+
+
+def cached_quality(path: Path | None, quick: bool, compute: Any) -> dict[str, Any]:
+    """Quality numbers (no timings in them) of a row, reused when its model directory did not change."""
+    key = {"quick": quick, "manifest": None if path is None else read_manifest(path)}
+    file = CACHE / ("compress-smoke" if quick else "compress") / "quality" / f"{'teacher' if path is None else path.name}.json"
+    if file.is_file():
+        saved = json.loads(file.read_text())
+        if saved.get("key") == json.loads(json.dumps(key, default=str)):
+            return dict(saved["value"])
+    value = compute()
+    write_json(file, {"key": key, "value": value})
+    return dict(value)
 
 
 def model_mb(path: Path | None, manifest: dict[str, Any] | None) -> float:
@@ -119,7 +158,9 @@ def model_mb(path: Path | None, manifest: dict[str, Any] | None) -> float:
         path = Path(resolve_model("minilm"))
     spec = (manifest or {}).get("backend")
     if spec:
-        return (path / spec["file"]).stat().st_size / 1e6
+        graph = path / spec["file"]
+        weights = graph.with_suffix(".bin") if graph.suffix == ".xml" else None  # OpenVINO IR: graph + weights
+        return (graph.stat().st_size + (weights.stat().st_size if weights and weights.is_file() else 0)) / 1e6
     files = [p for p in path.rglob("*") if p.is_file() and "onnx" not in p.relative_to(path).parts]
     return sum(p.stat().st_size for p in files if p.suffix in (".safetensors", ".bin", ".pt")) / 1e6
 
@@ -192,6 +233,9 @@ def markdown_table(res: dict[str, Any]) -> str:
         + "\n\nFidelity: the label-free numbers `compress` stores in the manifest, on the held-out texts: mean cosine "
         "to the teacher (for PCA rows, of the vector mapped back to the teacher's space against the centred teacher "
         "vector; none for a static model of another dimension) and overlap of the 10 nearest neighbours. "
+        "`layers-N+…` rows are `compress` run on the `layers-N` student (each student is distilled once); their "
+        "fidelity is measured by the benchmark against the original teacher on the same held-out texts (no mean "
+        "cosine when a PCA of the student changes the dimension). "
         f"Kendall τ (fidelity vs quality, compressed rows): {taus}.\n"
     )
 
@@ -206,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--force", action="store_true", help="recompress even when a cached row matches")
     parser.add_argument("--rows", help="comma-separated row names to run (the teacher always runs); default: all")
+    parser.add_argument("--prepare", action="store_true",
+                        help="build every row and measure its quality (cached), no speed runs and no result: "
+                             "the long part, which need not run on a quiet machine")
     args = parser.parse_args(argv)
     data = Path(args.data_dir)
     quick = args.quick
@@ -231,6 +278,11 @@ def main(argv: list[str] | None = None) -> int:
     long_texts = docs[: 8 if quick else args.long_texts]
     teacher = load_model("minilm")
     teacher.max_seq_length = LONG_TOKENS
+    from embedforge.compress.run import split_holdout
+
+    held = split_holdout(texts, CompressConfig())[1]  # the slice every row's compress held out (same texts, seed)
+    k = CompressConfig().knn_k
+    teacher_held: np.ndarray | None = None
     load_start = loadavg()
     results: dict[str, dict[str, Any]] = {}
     for name, config in table.items():
@@ -240,21 +292,40 @@ def main(argv: list[str] | None = None) -> int:
         encoder = teacher if path is None else load_model(path)  # as every command loads it (ONNX when named)
         print(f"[bench] {name}", flush=True)
         fid = info.get("fidelity", {}).get(info.get("backend", "torch"), {})
+        if path is not None and info.get("teacher") != "minilm":  # built from a student: measure against the teacher
+            if teacher_held is None:
+                teacher_held = encode(teacher, held, batch_size=BATCH, normalize=False)
+
+            def measure(enc: Any = encoder, t_held: np.ndarray = teacher_held) -> dict[str, Any]:
+                return {**quality(enc, sts, docs, doc_ids, queries, qrels),
+                        "fidelity": bench_fidelity(enc, held, t_held, k)}
+        else:
+            def measure(enc: Any = encoder, f: dict[str, Any] = fid) -> dict[str, Any]:
+                return {**quality(enc, sts, docs, doc_ids, queries, qrels), "fidelity": f}
+        measured = cached_quality(path, quick, measure)
+        fid = measured.pop("fidelity")
+        if args.prepare:
+            print(f"  {name}: {measured} fidelity {fid}", flush=True)
+            continue
         results[name] = {
             "layers": 6 if path is None else (info.get("layers", {}).get("count") or info.get("teacher_layers")),
             "dimension": int(info.get("dimension", 384)),
-            **quality(encoder, sts, docs, doc_ids, queries, qrels),
+            **measured,
             "short": speed(teacher, encoder, short, args.reps),
             "long": speed(teacher, encoder, long_texts, args.reps),
             "model_mb": model_mb(path, manifest),
             "bytes_per_vector": 4 * int(info.get("dimension", 384)),
             # a static model of another dimension has no mean cosine to the teacher (None)
             "fidelity_cos": 1.0 if path is None else fid.get("mean_cosine"),
-            "fidelity_knn": 1.0 if path is None else fid.get("knn_overlap@10"),
+            "fidelity_knn": 1.0 if path is None else fid.get(f"knn_overlap@{k}"),
             "backend": info.get("backend", "torch"),
+            "built_from": None if path is None else info.get("teacher"),
         }
         if config is not None and config.static:
             results[name]["layers"] = None
+    if args.prepare:
+        print("prepared: every row built and its quality cached; run again without --prepare on a quiet machine")
+        return 0
     teacher_row = results["teacher"]
     for r in results.values():
         r["stsb_delta"] = r["stsb_spearman"] - teacher_row["stsb_spearman"]
