@@ -26,6 +26,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     p.add_argument("--model", required=True, help="model name or directory ('minilm' = the bundled default)")
     p.add_argument("--collection", metavar="DIR", help="a collection directory to search (/v1/search and the page)")
+    p.add_argument(
+        "--image-root",
+        metavar="DIR",
+        help="let image inputs (\"modality\": \"image\") name files inside DIR by path (symlinks resolved, "
+        "nothing outside DIR); default: images only as data URIs",
+    )
     p.add_argument("--reranker", metavar="DIR", help="a sentence-transformers CrossEncoder directory for /v1/rerank")
     p.add_argument("--force-reranker", "--force", dest="force_reranker", action="store_true",
                    help="serve --reranker even when train-reranker saved it as not recommended (it did not beat the first stage)")
@@ -97,6 +103,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument(
         "--max-text-chars", type=int, metavar="N", default=_DEFAULTS.max_text_chars, help="characters per text (default: %(default)s)"
     )
+    p.add_argument("--max-images", type=int, metavar="N", default=_DEFAULTS.max_images,
+                   help="images per request (default: %(default)s)")
+    p.add_argument("--max-image-bytes", type=int, metavar="N", default=_DEFAULTS.max_image_bytes,
+                   help="largest image file or decoded data URI, in bytes (default: %(default)s)")
     p.add_argument(
         "--no-search-batching", action="store_true", help="search each /v1/search request on its own (for comparison)"
     )
@@ -140,6 +150,9 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         allowed_hosts=tuple(_split(args.allowed_hosts or "")),
         max_header_bytes=args.max_header_bytes,
         keep_alive_s=args.keep_alive,
+        image_root=args.image_root,
+        max_images=args.max_images,
+        max_image_bytes=args.max_image_bytes,
     )
 
 
@@ -150,7 +163,8 @@ def _split(value: str) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    for name, path in (("--collection", config.collection), ("--reranker", config.reranker)):
+    for name, path in (("--collection", config.collection), ("--reranker", config.reranker),
+                       ("--image-root", config.image_root)):
         if path is not None and not os.path.isdir(path):
             raise InputError(f"{name}: no such directory", path)
     if config.reranker is not None:

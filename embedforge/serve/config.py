@@ -71,6 +71,9 @@ class ServeConfig:
     max_header_bytes: int = 16 * 1024  # request line + headers; larger -> 431 and the connection closed, before any key check (h11's and Node's default)
     header_timeout_s: float = 10.0  # longest a connection may take to send a complete request head (slow-client guard); then it is closed
     keep_alive_s: int = 5  # seconds; an idle keep-alive connection is closed after this long (uvicorn's default)
+    image_root: str | None = None  # a folder whose images `"modality": "image"` inputs may name by path; none: data URIs only
+    max_images: int = 64  # most images per request: each is held decoded (up to 3 MB at 1024 px) until the model has it
+    max_image_bytes: int = 16 * 1024 * 1024  # largest encoded image (a data URI's decoded bytes, or a file under image_root)
 
     def __post_init__(self) -> None:
         for name in ("max_batch_size", "max_inputs", "max_text_chars", "max_body_bytes", "max_header_bytes"):
@@ -82,11 +85,13 @@ class ServeConfig:
             raise InputError(f"port must be in 0..65535, got {self.port}")
         if self.torch_threads is not None and self.torch_threads < 0:
             raise InputError(f"torch_threads must be >= 0 (0: torch's own choice), got {self.torch_threads}")
-        for name in ("workers", "max_batch_tokens", "max_queue"):
+        for name in ("workers", "max_batch_tokens", "max_queue", "max_images", "max_image_bytes"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
         if any(not key for key in self.api_keys):
             raise InputError("an API key must not be empty")
+        if self.image_root is not None and not self.image_root:
+            raise InputError("image_root must not be empty (None: no image paths)")
         if any(not host for host in self.allowed_hosts):
             raise InputError("an allowed host must not be empty")
         for name in ("header_timeout_s", "keep_alive_s"):

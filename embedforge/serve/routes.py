@@ -7,11 +7,14 @@ is the exception: a coroutine that awaits the batcher's future (see its docstrin
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from embedforge.serve import images
 from embedforge.serve.errors import ApiError
 from embedforge.serve.schemas import (
     CollectionInfo,
@@ -20,6 +23,7 @@ from embedforge.serve.schemas import (
     EmbeddingResponse,
     ErrorResponse,
     HealthResponse,
+    HitLike,
     ModelCard,
     ModelList,
     RerankRequest,
@@ -52,15 +56,26 @@ def _usage(service: Service, texts: list[str], counts: list[int] | None = None) 
 
 @router.post("/v1/embeddings", response_model=EmbeddingResponse, tags=["openai"])
 async def create_embeddings(body: EmbeddingRequest, request: Request) -> EmbeddingResponse:
-    """Embeddings for one text or many, as OpenAI's ``POST /v1/embeddings``.
+    """Embeddings for one text or many, as OpenAI's ``POST /v1/embeddings``; images too, with a CLIP model.
 
     A coroutine, unlike the other model routes: it awaits the batcher instead of blocking a pool
     thread (:meth:`Service.embed_async`). A small request's checks, token counts and response are
     built on the event loop; a large one's go to the thread pool, so the loop never stalls on them.
+
+    Images, as infinity-emb takes them: ``"modality": "image"`` makes every item of ``input`` an
+    image, a data URI (``data:image/png;base64,...``, also jpeg and webp) or, on a server started
+    with ``--image-root DIR``, a path inside DIR (symlinks resolved). Without that field every
+    string is a text, whatever it starts with. Image vectors are those of
+    :func:`embedforge.images.model.encode_images` (L2-normalised); ``usage`` counts no tokens for them.
+    Decoding and the forward pass run off the event loop (see :mod:`embedforge.serve.images`).
     """
     service = _service(request)
     service.check_model(body.model)
     dimensions = service.check_dimensions(body.dimensions)
+    if body.modality == "image":
+        items = _image_items(body.input)
+        vectors = await run_in_threadpool(images.embed_images, service, items)  # (n, dim)
+        return await run_in_threadpool(_embedding_response, service, body, [], [], vectors, dimensions)
     if _is_small(body.input):
         texts, counts = _prepare(service, body.input)
         vectors = await service.embed_async(texts, counts)  # (n, dim)
@@ -68,6 +83,15 @@ async def create_embeddings(body: EmbeddingRequest, request: Request) -> Embeddi
     texts, counts = await run_in_threadpool(_prepare, service, body.input)
     vectors = await service.embed_async(texts, counts)  # (n, dim)
     return await run_in_threadpool(_embedding_response, service, body, texts, counts, vectors, dimensions)
+
+
+def _image_items(value: str | list[str] | list[int] | list[list[int]]) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if any(not isinstance(item, str) for item in value):
+        raise ApiError(422, "with 'modality': 'image', 'input' must be a string or a list of strings (data URIs or "
+                       "paths under the server's --image-root)", code="invalid_type", param="input")
+    return list(value)  # type: ignore[arg-type]
 
 
 _SMALL_CHARS = 20_000  # input handled on the event loop up to this size (a few ms of work at most)
@@ -119,10 +143,23 @@ def get_model(model_id: str, request: Request) -> ModelCard:
 
 @router.post("/v1/search", response_model=SearchResponse, tags=["search"])
 def search(body: SearchRequest, request: Request) -> SearchResponse:
-    """Top-k hits per query from the served collection (404 ``no_collection`` without one)."""
+    """Top-k hits per query from the served collection (404 ``no_collection`` without one).
+
+    ``"modality": "image"``: each query is an image, in the forms ``/v1/embeddings`` takes; dense
+    search with the image's vector (image -> image in an image collection, image -> text in a
+    text collection embedded with the same CLIP model). Hits of an image collection carry
+    ``metadata`` ``{"kind": "image", "path", "width", "height"}``; ``/v1/thumbnails/{id}`` shows them.
+    """
     service = _service(request)
     queries = [body.query] if isinstance(body.query, str) else list(body.query)
-    results = service.search(queries, top_k=body.top_k, mode=body.mode, where=body.where, fusion=body.fusion, rerank=body.rerank)
+    if body.modality == "image":
+        results: Sequence[Sequence[HitLike]] = images.search_images(
+            service, queries, top_k=body.top_k, mode=body.mode, where=body.where, fusion=body.fusion, rerank=body.rerank
+        )
+        queries = [images.describe_image(q) for q in queries]
+    else:
+        results = service.search(queries, top_k=body.top_k, mode=body.mode, where=body.where, fusion=body.fusion,
+                                 rerank=body.rerank)
     data = [
         SearchResult(
             query=query,
@@ -131,6 +168,19 @@ def search(body: SearchRequest, request: Request) -> SearchResponse:
         for query, hits in zip(queries, results, strict=True)
     ]
     return SearchResponse(model=service.model_id, mode=body.mode, data=data)
+
+
+@router.get("/v1/thumbnails/{doc_id:path}", tags=["search"], response_class=Response,
+            responses={200: {"content": {"image/jpeg": {}}}})
+def image_thumbnail(doc_id: str, request: Request) -> Response:
+    """A JPEG thumbnail (longest side 256 px) of an image document of the served image collection.
+
+    Only documents of the collection: the file is the one its metadata names for ``doc_id``;
+    any other id, or a collection of texts, is a 404. No path is ever taken from the request.
+    """
+    data = images.thumbnail(_service(request), doc_id)
+    return Response(data, media_type="image/jpeg",
+                    headers={"Cache-Control": "private, max-age=300", "X-Content-Type-Options": "nosniff"})
 
 
 @router.post("/v1/rerank", response_model=RerankResponse, tags=["search"])
@@ -180,6 +230,7 @@ def health(request: Request) -> HealthResponse:
         max_seq_length=service.max_seq_length,
         batching=service.config.batching,
         auth=bool(service.config.api_keys),
+        images=service.images,
         collection=collection,
         reranker=service.reranker_name,
     )

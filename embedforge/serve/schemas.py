@@ -12,7 +12,7 @@ wrong JSON type is a 422 rather than a silent coercion.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
 from pydantic import (
     AfterValidator,
@@ -32,6 +32,8 @@ from embedforge.io import MAX_TEXT_CHARS, check_text
 __all__ = [
     "HitLike",
     "CollectionLike",
+    "VectorCollectionLike",
+    "Modality",
     "EmbeddingRequest",
     "EmbeddingObject",
     "Usage",
@@ -79,7 +81,22 @@ class CollectionLike(Protocol):
     def __len__(self) -> int: ...
 
 
+@runtime_checkable
+class VectorCollectionLike(Protocol):
+    """What searching by image and serving thumbnails need besides :class:`CollectionLike` (a real Collection has it)."""
+
+    def model(self, model: Any = None) -> Any: ...  # the collection's model, or ``model`` once checked against it
+    def search_vectors(self, queries: Any, k: int, *, mask: Any = None) -> tuple[Any, Any]: ...  # (scores, rows), -1 padded
+    def mask(self, where: Any) -> Any: ...
+    def hit(self, row: int, score: float) -> HitLike: ...
+    def get(self, doc_id: str) -> HitLike: ...  # InputError for an unknown id
+
+
 # ---- requests ----
+
+# "image": every input item (every query) is an image, a data URI or a path under --image-root
+# (see embedforge.serve.images); "text" (default): every string is a text. infinity-emb's field.
+Modality = Literal["text", "image"]
 
 INVALID_TEXT = "invalid_text"  # the pydantic error type (and the API's error code) of unencodable text
 
@@ -130,6 +147,7 @@ class EmbeddingRequest(_Request):
     encoding_format: Literal["float", "base64"] = "float"  # base64: little-endian float32 bytes
     dimensions: StrictInt | None = None  # keep the first N dimensions and renormalise
     user: Text | None = None  # accepted and ignored
+    modality: Modality = "text"  # "image": each input is an image (data URI, or a path under --image-root)
 
 
 class SearchRequest(_Request):
@@ -141,6 +159,7 @@ class SearchRequest(_Request):
     where: dict[str, Any] | None = None  # metadata filter, e.g. {"year": {"$gte": 2020}} (see embedforge.query.match_metadata)
     fusion: Text | None = None  # hybrid only: "score" (default) or "rrf"
     rerank: StrictBool = False  # re-score the top hits with the server's cross-encoder (--reranker)
+    modality: Modality = "text"  # "image": each query is an image (data URI, or a path under --image-root); dense only
 
     @field_validator("where")
     @classmethod
@@ -208,7 +227,7 @@ class SearchHit(BaseModel):
 
 
 class SearchResult(BaseModel):
-    query: str
+    query: str  # an image query: a data URI's head and size, or the path as given
     hits: list[SearchHit]
 
 
@@ -253,6 +272,7 @@ class HealthResponse(BaseModel):
     max_seq_length: int
     batching: bool
     auth: bool  # whether /v1/* needs a Bearer key
+    images: bool = False  # whether the model embeds images ("modality": "image" inputs and queries)
     collection: CollectionInfo | None = None
     reranker: str | None = None
 

@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from embedforge.encode import encode
 from embedforge.errors import InputError
+from embedforge.images.model import supports_images
 from embedforge.models import BUNDLED_MODELS, embedding_dim, resolve_model
 from embedforge.rerank.model import pair_scores
 from embedforge.serve.batcher import Encoder, MicroBatcher, QueueFull
@@ -120,6 +121,7 @@ class Service:
         self.collection_name = Path(config.collection).name if config.collection else "collection"
         map_file = Path(config.collection) / "map.html" if config.collection else None
         self.map_path = map_file if map_file is not None and map_file.is_file() else None
+        self.images = supports_images(model)  # whether "modality": "image" inputs are accepted
         self.reranker = reranker
         self.reranker_name = (Path(config.reranker).name if config.reranker else "cross-encoder") if reranker else None
         self._metrics = metrics
@@ -163,7 +165,8 @@ class Service:
 
         return run
 
-    def _on_model_thread(self, fn: Callable[[], T]) -> T:
+    def on_model_thread(self, fn: Callable[[], T]) -> T:
+        """``fn()`` on the model's thread (the first worker's), between batches; a 503 after the timeout."""
         try:
             return self.encoder.call(fn, timeout=self.config.request_timeout_s)
         except TimeoutError as err:
@@ -334,15 +337,19 @@ class Service:
             return None
         return self.model
 
-    def search(self, queries: list[str], *, top_k: int, mode: str, where: dict[str, Any] | None = None,
-               fusion: str | None = None, rerank: bool = False) -> Sequence[Sequence[HitLike]]:
-        collection = self.collection
-        if collection is None:
+    def served_collection(self) -> CollectionLike:
+        """The collection; 404 ``no_collection`` without one."""
+        if self.collection is None:
             raise ApiError(
                 404,
                 "this server has no collection; start it with `embedforge serve --collection DIR` to search",
                 code="no_collection",
             )
+        return self.collection
+
+    def search(self, queries: list[str], *, top_k: int, mode: str, where: dict[str, Any] | None = None,
+               fusion: str | None = None, rerank: bool = False) -> Sequence[Sequence[HitLike]]:
+        collection = self.served_collection()
         self.check_texts(queries, "query")
         reranker = self.reranker
         if rerank and reranker is None:
@@ -358,7 +365,7 @@ class Service:
 
         try:
             if not self.config.search_batching:
-                return self._on_model_thread(lambda: run(queries))
+                return self.on_model_thread(lambda: run(queries))
             # Concurrent requests with the same options share one search: one query encode, one index search.
             key = ("search", top_k, mode, fusion, rerank, json.dumps(where, sort_keys=True))
             return self.encoder.merged(key, queries, run, timeout=self.config.request_timeout_s)
@@ -376,7 +383,7 @@ class Service:
         reranker = self.reranker
         if reranker is not None:  # the scorer of `embedforge search --rerank` and /v1/search: same pair, same score
             pairs = [(query, doc) for doc in documents]
-            scores = self._on_model_thread(lambda: pair_scores(reranker, pairs, batch_size=self.config.max_batch_size))
+            scores = self.on_model_thread(lambda: pair_scores(reranker, pairs, batch_size=self.config.max_batch_size))
             return scores, "cross-encoder"
         vectors = self.cosine_ready(self.embed([query, *documents]))  # (1 + n, dim)
         return vectors[1:] @ vectors[0], "bi-encoder-cosine"  # (n,)
