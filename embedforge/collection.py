@@ -49,7 +49,7 @@ from embedforge.query import DEFAULT_FUSION, BM25Index, Hit, match_metadata, sea
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-__all__ = ["Collection", "FORMAT"]
+__all__ = ["Collection", "FORMAT", "IMAGE_MODALITY"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +63,7 @@ MARKER = ".embedforge-version"  # written first into every version directory we 
 VERSION_NAME = re.compile(r"v\d{6}")  # a version directory's exact name
 TMP_NAME = re.compile(r"\.v\d{6}\.tmp")  # a version being written, or being removed
 POINTER_TMP = re.compile(r"\.CURRENT\..+\.tmp")  # CURRENT being replaced (embedforge.io.atomic_write)
+IMAGE_MODALITY = "image"  # manifest "modality" of an image collection, and each of its documents' metadata "kind"
 MANIFEST_KEYS = ("model", "dimension", "fingerprint", "query_prefix", "document_prefix", "index_spec", "index", "count", "next_key", "files", "checksum")
 OURS_WITHOUT_CURRENT = (LOCK_FILE, ".staging", "milvus.db")  # what a directory may hold before its first version
 
@@ -559,9 +560,12 @@ class Collection:
     ) -> int:
         """Embed and add new documents; an id already present (or repeated) is an InputError, nothing added.
 
+        An image collection takes images only (rows with metadata ``"kind": "image"``): texts are an InputError.
+
         ``vectors``: precomputed document embeddings (n, dim) from the collection's model.
         """
         rows = [doc_fields(d) for d in docs]
+        self._refuse_texts_into_images(rows)
         seen: set[str] = set()
         for doc_id, _, _ in rows:
             if doc_id in self._row or doc_id in seen:
@@ -617,9 +621,26 @@ class Collection:
         self.manifest.pop("ingested", None)
         return int(rows.size)
 
+    def _refuse_texts_into_images(self, rows: Sequence[tuple[str, str, dict[str, Any]]]) -> None:
+        """InputError when this is an image collection and a row is not an image's.
+
+        Texts and images are never mixed in one collection (see :mod:`embedforge.images.collection`,
+        which sets the manifest's ``"modality"`` and each image's metadata ``"kind"``): CLIP's
+        text-text cosines sit far above its text-image ones, so a mixed ranking would put texts first.
+        """
+        if self.manifest.get("modality") != IMAGE_MODALITY:
+            return
+        text = next((doc_id for doc_id, _, meta in rows if meta.get("kind") != IMAGE_MODALITY), None)
+        if text is not None:
+            raise InputError(
+                f"is an image collection; texts and images are not mixed (document {text!r} is not an image; "
+                "index the texts into another directory)", self.path,
+            )
+
     def upsert(self, docs: Iterable[DocLike], **kwargs: Any) -> int:
         """Add documents, replacing those whose id is already present."""
         docs = list(docs)
+        self._refuse_texts_into_images([doc_fields(d) for d in docs])  # before anything is deleted
         self.delete([doc_fields(d)[0] for d in docs], missing_ok=True)
         return self.add(docs, **kwargs)
 

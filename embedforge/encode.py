@@ -141,15 +141,20 @@ def encode(
     limit = char_limit(model, max_length)
     if limit is not None and any(len(t) > limit for t in texts):
         texts = [t[:limit] for t in texts]  # bounded tokenizer memory; see CHARS_PER_TOKEN
+    inputs: list[Any] = texts
+    if set(getattr(model, "modalities", None) or ["text"]) - {"text"}:
+        # a CLIP-style model: sentence-transformers would load a string that looks like an image (a data
+        # URI, an image URL, the path of an existing image file) as that image; {"text": ...} keeps it a text
+        inputs = [{"text": t} for t in texts]
     if pool is not None:
         if max_length is not None or precision != "float32":
             raise InputError("max_length and precision cannot be changed per call with a process pool")
-        out = model.encode(texts, batch_size=batch_size, show_progress_bar=show_progress, convert_to_numpy=True,
+        out = model.encode(inputs, batch_size=batch_size, show_progress_bar=show_progress, convert_to_numpy=True,
                            normalize_embeddings=normalize, prompt=prompt, pool=pool)
         return np.ascontiguousarray(out, dtype=np.float32)
     with _max_length(model, max_length), _autocast(model, precision):
         out = model.encode(
-            texts,
+            inputs,
             batch_size=batch_size,
             show_progress_bar=show_progress,
             convert_to_numpy=True,

@@ -63,6 +63,11 @@ BUNDLED_MODELS: dict[str, tuple[str, str, str]] = {
 # manifest "backend" name -> module whose load_backend_model(directory, spec, device) returns the model
 # with that fast encoder, or None for the PyTorch one. Looked up by name, like BUNDLED_MODELS, so this
 # module does not import embedforge.compress (above it); `embedforge compress` writes such manifests.
+# Checkpoint layouts that are not sentence-transformers / transformers directories: a marker file ->
+# (module, detector, converter returning a cached model directory). Named by string like MODEL_BACKENDS.
+CHECKPOINT_CONVERTERS: dict[str, tuple[str, str, str]] = {
+    "open_clip_config.json": ("embedforge.images.openclip", "is_open_clip_dir", "converted_model_path"),
+}
 MODEL_BACKENDS: dict[str, str] = {"onnx": "embedforge.compress.backend", "openvino": "embedforge.compress.backend"}
 
 
@@ -82,7 +87,8 @@ def _bundled_path(alias: str) -> Path:
 def resolve_model(name_or_path: str | os.PathLike[str]) -> str:
     """Return a local directory (for aliases and paths) or a hub id; raise :class:`InputError` early.
 
-    A directory must hold ``modules.json`` (sentence-transformers) or ``config.json`` (transformers).
+    A directory must hold ``modules.json`` (sentence-transformers) or ``config.json`` (transformers), or
+    be a layout of ``CHECKPOINT_CONVERTERS`` (an open_clip folder), which resolves to its converted copy.
     """
     name = os.fspath(name_or_path)
     if not name.strip():
@@ -91,6 +97,12 @@ def resolve_model(name_or_path: str | os.PathLike[str]) -> str:
         return str(_bundled_path(name))
     path = Path(name).expanduser()
     if path.exists():
+        if path.is_dir():
+            for marker, (module_name, detect, convert) in CHECKPOINT_CONVERTERS.items():
+                if (path / marker).is_file():
+                    module = importlib.import_module(module_name)
+                    if getattr(module, detect)(path):
+                        return str(getattr(module, convert)(path))  # converted once, cached; the folder is only read
         if not path.is_dir():
             raise InputError("is a file, not a model directory (expected a directory with modules.json or config.json)", path)
         if not ((path / "modules.json").is_file() or (path / "config.json").is_file()):
@@ -105,8 +117,29 @@ def resolve_model(name_or_path: str | os.PathLike[str]) -> str:
     return name
 
 
+def cap_text_length(model: SentenceTransformer) -> SentenceTransformer:
+    """Make ``max_seq_length`` what a CLIP-style text tower can read (``text_config.max_position_embeddings``,
+    77 for CLIP); returns ``model``.
+
+    Tokenizers saved without ``model_max_length`` report ~1e30, so long texts would overflow the
+    position table instead of being truncated. Text-only models are left as they are.
+    """
+    first = model[0] if len(model) else None
+    config = getattr(getattr(first, "auto_model", None), "config", None)
+    positions = getattr(getattr(config, "text_config", None), "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:
+        current = model.max_seq_length
+        if not isinstance(current, int) or current > positions:
+            model.max_seq_length = positions
+    return model
+
+
 def load_model(name_or_path: str | os.PathLike[str], device: str | None = None) -> SentenceTransformer:
     """Load a model as a :class:`sentence_transformers.SentenceTransformer` (CPU unless ``device``)."""
+    return cap_text_length(_load_model(name_or_path, device))
+
+
+def _load_model(name_or_path: str | os.PathLike[str], device: str | None = None) -> SentenceTransformer:
     from sentence_transformers import SentenceTransformer
 
     resolved = resolve_model(name_or_path)

@@ -270,3 +270,38 @@ def test_indexing_with_another_model_is_refused(coll: Collection, tmp_path: Path
     with pytest.raises(InputError, match="different model"):
         index_documents(coll.path, str(other), make_docs(2, start=500), show_progress=False)
     assert len(Collection.open(coll.path)) == 40
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_texts_are_refused_by_an_image_collection(tmp_path: Path, tiny_model_dir: Path, tiny_model) -> None:
+    """The library refuses what the CLI refuses: texts into an image collection, the collection untouched."""
+    c = Collection.create(tmp_path / "img", str(tiny_model_dir), model=tiny_model)
+    c.manifest["modality"] = "image"  # what embedforge.images.index_images records
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(3, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    images = [{"id": f"p{i}.png", "text": f"p{i}.png", "metadata": {"kind": "image", "path": f"/x/p{i}.png"}} for i in range(3)]
+    c.add(images, vectors=vectors)
+    c.save()
+    before = _files(c.path)
+    again = Collection.open(c.path)
+    texts = make_docs(2)
+    attempts = [
+        lambda: again.add(texts),
+        lambda: again.add(texts, vectors=vectors[:2]),
+        lambda: again.add([{"id": "new.png", "text": "new.png", "metadata": {"kind": "image"}}, texts[0]],
+                          vectors=vectors[:2]),  # one text among images: nothing added
+        lambda: again.upsert([{"id": "p0.png", "text": "a caption, not an image"}], vectors=vectors[:1]),
+    ]
+    for attempt in attempts:
+        with pytest.raises(InputError, match=r"is an image collection; texts and images are not mixed \(document '"):
+            attempt()
+    assert len(again) == 3 and again.get("p0.png").metadata["kind"] == "image" and not again._dirty
+    assert _files(c.path) == before  # byte for byte, the lock file included: no writer lock was taken
+    reopened = Collection.open(c.path)
+    assert reopened._ids == again._ids and np.array_equal(np.asarray(reopened._vectors), vectors)
+    again.add([{"id": "p9.png", "text": "p9.png", "metadata": {"kind": "image"}}], vectors=vectors[:1])  # images still go in
+    assert len(again) == 4

@@ -262,3 +262,30 @@ def test_unreadable_query_image(tmp_path: Path, clip_dir: Path, clip) -> None:  
         (tmp_path / "broken.png").write_bytes(b"xx")
         search_by_image(coll, [tmp_path / "broken.png"], model=clip)
     shutil.rmtree(tmp_path / "coll")
+
+
+def test_library_add_refuses_texts_into_an_image_collection(tmp_path: Path, clip_dir: Path, clip) -> None:  # noqa: ANN001
+    index_images(tmp_path / "coll", str(clip_dir), make_folder(tmp_path / "photos", corrupt=False), model=clip)
+    files = {p: p.read_bytes() for p in sorted((tmp_path / "coll").rglob("*")) if p.is_file()}
+    coll = Collection.open(tmp_path / "coll")
+    with pytest.raises(InputError, match="is an image collection; texts and images are not mixed"):
+        coll.add([{"id": "t1", "text": "a caption"}])
+    with pytest.raises(InputError, match="is an image collection"):
+        coll.upsert([{"id": "img0.png", "text": "img0.png"}])  # an image's id, but not an image: nothing deleted
+    assert len(coll) == 6 and "img0.png" in coll
+    assert {p: p.read_bytes() for p in sorted((tmp_path / "coll").rglob("*")) if p.is_file()} == files
+
+
+def test_a_text_that_names_an_image_file_is_embedded_as_text(tmp_path: Path, clip) -> None:  # noqa: ANN001
+    """sentence-transformers loads a string naming an existing image file (or a data URI, or an image
+    URL) as the image; embedforge's ``encode`` never does: texts stay texts."""
+    from embedforge.encode import encode
+    from embedforge.images import encode_images, open_image
+
+    folder = make_folder(tmp_path / "photos", corrupt=False)
+    path = str(sorted(folder.iterdir())[0])
+    as_text = encode(clip, [path, "a photo of a cat"])
+    as_image = encode_images(clip, [open_image(path)])
+    assert not np.allclose(as_text[0], as_image[0], atol=1e-3)  # not read from disk
+    reference = clip.encode([{"text": path}, {"text": "a photo of a cat"}], normalize_embeddings=True)
+    np.testing.assert_allclose(as_text, reference, atol=1e-6)

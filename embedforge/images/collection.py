@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from embedforge.collection import Collection, check_new_collection_dir
+from embedforge.collection import IMAGE_MODALITY, Collection, check_new_collection_dir
 from embedforge.errors import InputError
 from embedforge.images.model import IMAGE_BATCH, encode_images, load_image_model, require_images
 from embedforge.images.read import MAX_SIDE, list_images, open_image, read_images
@@ -47,7 +47,7 @@ __all__ = ["ImageIndexConfig", "index_images", "search_by_image", "is_image_coll
 
 logger = logging.getLogger(__name__)
 
-IMAGE_KIND = "image"  # manifest "modality" and each document's metadata "kind"
+IMAGE_KIND = IMAGE_MODALITY  # manifest "modality" and each document's metadata "kind"
 STAGING = ".staging"  # the same staging folder text indexing uses (a collection runs one index at a time)
 CHECKPOINT = "images-checkpoint.json"
 

@@ -1,6 +1,6 @@
 """Load a model that embeds images and texts into one space, and encode images with it.
 
-Three layouts load, all through :func:`embedforge.models.load_model` (so a hub id offline fails
+Four layouts load, all through :func:`embedforge.models.load_model` (so a hub id offline fails
 with the same one-line error as a text model):
 
 * sentence-transformers' CLIP layout (``modules.json`` naming ``sentence_transformers.models.CLIPModel``,
@@ -9,7 +9,12 @@ with the same one-line error as a text model):
   processor files): sentence-transformers >= 5.4 wraps it in a multimodal ``Transformer``
   module that routes texts to ``get_text_features`` and images to ``get_image_features``;
 * a LiT model written by :func:`embedforge.images.lit.train_lit` (a sentence-transformers ``Router``
-  with a text route and an image route).
+  with a text route and an image route);
+* an open_clip folder (``open_clip_config.json`` + ``open_clip_model.safetensors`` or
+  ``open_clip_pytorch_model.bin`` + CLIP tokenizer files), ViT models only: converted once into a
+  cached plain ``CLIPModel`` directory without open_clip (:mod:`embedforge.images.openclip`), by
+  :func:`embedforge.models.resolve_model`, so every command (and a collection reopened later) takes the
+  user's folder itself.
 
 Images go in as decoded PIL images (:mod:`embedforge.images.read` reads files safely), never as
 path strings: sentence-transformers would open a path itself, without the EXIF rotation, size
@@ -52,28 +57,12 @@ def require_images(model: SentenceTransformer, name: str) -> None:
         )
 
 
-def _cap_text_length(model: SentenceTransformer) -> None:
-    """Make ``max_seq_length`` what the text tower can read (CLIP: 77 positions).
-
-    Tokenizers saved without ``model_max_length`` report ~1e30, so long captions would overflow the
-    position table instead of being truncated.
-    """
-    first = model[0]
-    config = getattr(getattr(first, "auto_model", None), "config", None)
-    positions = getattr(getattr(config, "text_config", None), "max_position_embeddings", None)
-    if isinstance(positions, int) and positions > 0:
-        current = model.max_seq_length
-        if not isinstance(current, int) or current > positions:
-            model.max_seq_length = positions
-
-
 def load_image_model(name_or_path: str | os.PathLike[str], device: str | None = None) -> SentenceTransformer:
     """Load a CLIP (or LiT) model from a directory or hub id; InputError if it cannot embed images."""
     from embedforge.models import load_model
 
     model = load_model(name_or_path, device=device)
     require_images(model, os.fspath(name_or_path))
-    _cap_text_length(model)
     return model
 
 
