@@ -263,9 +263,13 @@ def cluster_embeddings(
     threshold: float = COMMUNITY_THRESHOLD,
     min_cluster_size: int = MIN_CLUSTER_SIZE,
     seed: int = 0,
+    keywords: bool = True,
 ) -> Clustering:
     """Cluster already-embedded texts: :func:`assign_clusters`, then :func:`topic_keywords`
     (8 terms) and :func:`central_examples` (3 texts) per cluster.
+
+    ``keywords=False`` leaves every cluster's keyword list empty: for items whose "texts" are only
+    names (images: their file names), where c-TF-IDF would rank file-name fragments.
 
     Raises :class:`InputError` for fewer than 2 texts, non-string or empty texts, all-identical
     texts, ``k`` larger than the number of (distinct) texts, or a length mismatch.
@@ -281,7 +285,7 @@ def cluster_embeddings(
         labels=labels,
         k=k_found,
         method=method,
-        keywords=topic_keywords(texts, labels),
+        keywords=topic_keywords(texts, labels) if keywords else {c: [] for c in sorted(set(labels.tolist()) - {-1})},
         examples=central_examples(emb, labels),
     )
 

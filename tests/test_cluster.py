@@ -133,6 +133,17 @@ def test_cluster_embeddings_result_type() -> None:
         result.k = 4  # type: ignore[misc]
 
 
+def test_cluster_embeddings_without_keywords_names_no_terms() -> None:
+    """Items known only by name (image files): same labels and examples, every keyword list empty."""
+    x, _ = blobs((12, 10, 8), spread=0.3)
+    names = [f"IMG_{i:04d}.jpg" for i in range(30)]
+    with_terms = cluster_embeddings(names, x, k=3)
+    result = cluster_embeddings(names, x, k=3, keywords=False)
+    assert np.array_equal(result.labels, with_terms.labels) and result.examples == with_terms.examples
+    assert result.keywords == {0: [], 1: [], 2: []}
+    assert any(with_terms.keywords.values())  # c-TF-IDF would have ranked file-name fragments
+
+
 def test_cluster_texts_with_tiny_model(tiny_model) -> None:  # type: ignore[no-untyped-def]
     texts = ["card not arrived", "card still missing", "exchange rate euro", "exchange rate dollar",
              "fee on statement", "fee charged twice"]

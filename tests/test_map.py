@@ -106,13 +106,107 @@ def test_colours_and_writes_are_atomic(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.html"]  # no temp files, no bad.html
 
 
-def test_png(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
-    coords = project_2d(embeddings(40), method="pca")
-    labels = np.repeat([0, 1, 2, -1], 10)
+def _blobs(k: int = 6, per: int = 40, radius: float = 1.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``k`` 2D blobs (sd 0.05) on a circle of ``radius`` plus a far one, ``per`` points each: (coords, labels)."""
+    rng = np.random.default_rng(seed)
+    angles = np.arange(k - 1) * 2 * np.pi / (k - 1)
+    centres = np.concatenate([radius * np.stack([np.cos(angles), np.sin(angles)], axis=1), [[3.0, 3.0]]])
+    coords = np.concatenate([c + 0.05 * rng.standard_normal((per, 2)) for c in centres])
+    return coords, np.repeat(np.arange(k), per)
+
+
+def test_png_label_texts_pick_the_largest_clusters() -> None:
+    labels = np.array([2, 2, 2, 0, 0, 1, 1, 1, 1, -1, -1, -1, -1, -1])
+    texts = emap.png_label_texts(labels, {1: ["card", "arrive", "late", "ignored"], 2: []}, max_labels=2)
+    assert texts == {1: "card, arrive, late", 2: "cluster 2"}  # by size; no keywords -> its id; noise never
+    assert emap.png_label_texts(labels, None, max_labels=10) == {1: "cluster 1", 2: "cluster 2", 0: "cluster 0"}
+
+
+def _overlaps(boxes: list) -> list[tuple[int, int]]:
+    return [(i, j) for i in range(len(boxes)) for j in range(i + 1, len(boxes))
+            if boxes[i].x0 < boxes[j].x1 and boxes[j].x0 < boxes[i].x1
+            and boxes[i].y0 < boxes[j].y1 and boxes[j].y0 < boxes[i].y1]
+
+
+def test_png_labels_do_not_overlap(tmp_path: Path) -> None:
+    """Crowded labels (12 clusters, 11 of them close together; written at their medians the labels
+    overlap) come out of datamapplot's placement with disjoint boxes."""
+    pytest.importorskip("datamapplot")
+    import matplotlib.pyplot as plt
+    from matplotlib.text import Annotation, Text
+
+    coords, labels = _blobs(k=12, per=25, radius=0.3)
+    keywords = {c: [f"keyword{c}", "transfer", "exchange", "unused"] for c in range(12)}
+    fig = emap.render_png(coords, labels, keywords=keywords, title="crowded")
+    try:
+        renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+        wanted = {f"keyword{c}, transfer, exchange" for c in range(12)}
+        # the labels are Annotations (text + leader line); datamapplot's sizing helpers are invisible Texts
+        drawn = [t for ax in fig.axes for t in ax.texts if isinstance(t, Annotation) and t.get_visible()]
+        assert sorted(" ".join(t.get_text().split()) for t in drawn) == sorted(wanted)  # each label once
+        boxes = [Text.get_window_extent(t, renderer) for t in drawn]  # the text's box, without its line
+        assert _overlaps(boxes) == []
+        assert _overlaps([boxes[0], boxes[0]]) == [(0, 1)]  # the check itself sees an overlap
+    finally:
+        plt.close(fig)
+
+
+def test_overlapping_labels_give_way_to_earlier_ones() -> None:
+    """The guarantee behind datamapplot's placement: a label overlapping an earlier (larger cluster's) one goes."""
+    from matplotlib.figure import Figure
+    from matplotlib.text import Annotation
+
+    fig = Figure(figsize=(4, 4), dpi=100)
+    ax = fig.add_subplot(1, 1, 1)
+    for text, x in (("big cluster", 0.2), ("overlaps big", 0.25), ("far away", 0.8)):
+        ax.annotate(text, (x, 0.5), xytext=(x, 0.5), arrowprops={"arrowstyle": "-"})
+    assert emap._drop_overlapping_labels(fig) == 1
+    assert [t.get_text() for t in ax.texts if isinstance(t, Annotation)] == ["big cluster", "far away"]
+
+
+def test_png_is_a_valid_picture_with_the_clusters_colours(tmp_path: Path) -> None:
+    pytest.importorskip("datamapplot")
+    from PIL import Image
+
+    coords, labels = _blobs(k=4, per=30)
+    labels[:5] = -1
     out = write_png(tmp_path / "m.png", coords, labels, keywords={0: ["alpha", "beta"]})
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
     assert [p.name for p in tmp_path.iterdir()] == ["m.png"]
+    with Image.open(out) as img:
+        img.verify()
+    with Image.open(out) as img:
+        assert img.format == "PNG" and min(img.size) > 600
+        pixels = np.asarray(img.convert("RGB")).reshape(-1, 3)
+    for hex_colour in (emap.PALETTE[0], emap.PALETTE[3]):
+        rgb = np.array([int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)])
+        assert (np.abs(pixels.astype(int) - rgb).sum(axis=1) < 30).sum() > 50  # the clusters' dots are there
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 5])
+def test_png_of_tiny_maps_and_a_single_cluster(n: int, tmp_path: Path) -> None:
+    """No point, one point, one label: datamapplot's ring placement needs two labels; these still draw."""
+    coords = np.random.default_rng(n).random((n, 2)) if n != 5 else np.zeros((5, 2))
+    out = write_png(tmp_path / "m.png", coords, None, keywords={0: ["alone"]}, title="tiny")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import matplotlib.pyplot as plt
+
+    fig = emap.render_png(coords, None, keywords={0: ["alone"]})
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts if t.get_visible() and t.get_alpha() != 0]
+    plt.close(fig)
+    assert texts.count("alone") == (1 if n else 0)
+
+
+def test_png_falls_back_to_matplotlib_with_one_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    pytest.importorskip("matplotlib")
+    monkeypatch.setitem(sys.modules, "datamapplot", None)  # as if datamapplot were not installed
+    coords, labels = _blobs(k=3, per=10)
+    with caplog.at_level("WARNING", logger="embedforge.map"):
+        out = write_png(tmp_path / "m.png", coords, labels, keywords={0: ["alpha", "beta"]})
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
+    warned = [r.getMessage() for r in caplog.records if r.name == "embedforge.map"]
+    assert len(warned) == 1 and "datamapplot" in warned[0] and "\n" not in warned[0]
 
 
 def _chromium_dom(page: Path, tmp_path: Path, fragment: str = "") -> str:

@@ -1,4 +1,4 @@
-"""``embedforge mine | dedupe | cluster | map`` — explore a corpus with a model."""
+"""``embedforge mine | dedupe | cluster | map`` — explore a corpus with a model (cluster, map: or a folder of images)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ from typing import Any
 
 from embedforge.errors import InputError
 from embedforge.io import check_output
+from embedforge.map import MAX_THUMBNAILS, PNG_MAX_LABELS, THUMBNAIL_SIDE
 
 __all__ = ["register"]
 
 METHOD_CHOICES = ["kmeans", "agglomerative", "community", "hdbscan"]
+IMAGE_CHUNK = 256  # images decoded and embedded at a time by map / cluster --images (bounds memory)
 
 
 def _common(p: argparse.ArgumentParser, input_required: bool = True) -> None:
@@ -23,6 +25,11 @@ def _common(p: argparse.ArgumentParser, input_required: bool = True) -> None:
     p.add_argument("--input", required=input_required, help="txt (one text per line), jsonl/csv/tsv/parquet (a text column)")
     p.add_argument("--text-field", help="column holding the text (default: text/sentence/content/body)")
     p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default 32)")
+
+
+def _images_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--images", metavar="FOLDER", help="instead of --input: a folder of png / jpg / webp images "
+                                                      "(read recursively); --model is then a CLIP model or one made by train-images")
 
 
 def _cluster_args(p: argparse.ArgumentParser, default_method: str = "kmeans") -> None:
@@ -62,17 +69,25 @@ def register(subparsers: Any) -> None:
     p.add_argument("--report", help="REPORT.jsonl: one line per merged group (kept text, removed texts, scores)")
     p.set_defaults(func=cmd_dedupe)
 
-    p = subparsers.add_parser("cluster", help="cluster texts into topics with keywords and central examples")
-    _common(p)
-    p.add_argument("--output", required=True, help="CLUSTERS.jsonl: one line per text (index, cluster, text)")
-    p.add_argument("--summary", help="also write a JSON summary per cluster (size, keywords, examples)")
+    p = subparsers.add_parser("cluster", help="cluster texts into topics with keywords and central examples, "
+                                              "or a folder of images (--images) with a CLIP model")
+    _common(p, input_required=False)
+    _images_arg(p)
+    p.add_argument("--output", required=True, help="CLUSTERS.jsonl: one line per text (index, cluster, text) "
+                                                   "or per image (index, cluster, image: its path in the folder)")
+    p.add_argument("--summary", help="also write a JSON summary per cluster (size, keywords, examples; "
+                                     "images: example file names, no keywords)")
     _cluster_args(p)
     p.set_defaults(func=cmd_cluster)
 
-    p = subparsers.add_parser("map", help="an interactive HTML map (and a PNG) of the texts, coloured by cluster")
-    _common(p)
-    p.add_argument("--output", required=True, help="MAP.html (self-contained, works offline)")
-    p.add_argument("--png", help="also write a static PNG picture")
+    p = subparsers.add_parser("map", help="an interactive HTML map (and a PNG) of the texts, or of a folder of "
+                                          "images (--images), coloured by cluster")
+    _common(p, input_required=False)
+    _images_arg(p)
+    p.add_argument("--output", required=True, help="MAP.html (self-contained, works offline; images: hover shows "
+                                                   f"a {THUMBNAIL_SIDE} px thumbnail, for the first {MAX_THUMBNAILS} images)")
+    p.add_argument("--png", help="also write a static PNG picture (datamapplot: labels placed without overlap; "
+                                 f"the largest {PNG_MAX_LABELS} clusters labelled)")
     p.add_argument("--projection", choices=["auto", "umap", "pca"], default="auto",
                    help="auto: UMAP when umap-learn is installed, else PCA")
     p.add_argument("--title", help="page title (default: the input file name)")
@@ -84,8 +99,16 @@ def _check_output(args: argparse.Namespace, option: str, suffixes: tuple[str, ..
     """The path of ``option`` checked before any work: writable, the right suffix, neither the input,
     the model nor an output named before it (``others``)."""
     model = args.model if os.path.exists(args.model) else None
-    return check_output(getattr(args, option.removeprefix("--").replace("-", "_")), inputs=[args.input, model, *others],
-                        suffixes=suffixes, option=option)
+    images = getattr(args, "images", None)
+    return check_output(getattr(args, option.removeprefix("--").replace("-", "_")),
+                        inputs=[args.input, images, model, *others], suffixes=suffixes, option=option)
+
+
+def _one_source(args: argparse.Namespace) -> None:
+    """Exactly one of --input (texts) and --images (a folder), checked before anything is read."""
+    if (args.input is None) == (args.images is None):
+        raise InputError("give --input FILE (texts) or --images FOLDER (images)"
+                         + (", not both" if args.input is not None else ""))
 
 
 def _load(args: argparse.Namespace, *, clustering: bool = False) -> tuple[list[str], Any]:
@@ -106,6 +129,51 @@ def _load(args: argparse.Namespace, *, clustering: bool = False) -> tuple[list[s
     model = load_model(args.model)
     emb = encode(model, texts, batch_size=args.batch_size, show_progress=len(texts) > 1000 and sys.stderr.isatty())
     return texts, emb
+
+
+def _load_images(args: argparse.Namespace, *, thumbnails: bool = False) -> tuple[list[str], Any, list[str | None]]:
+    """The images of ``--images``: (paths relative to the folder, embeddings (n, dim), thumbnails).
+
+    The folder is listed first and the model checked next (a text model is refused), so mistakes
+    cost no encoding. Images are read (skip-with-a-warning, as ``index --images``) and embedded
+    in chunks, so memory holds one chunk of decoded images; ``thumbnails`` keeps a base64 JPEG
+    for each of the first :data:`~embedforge.map.MAX_THUMBNAILS` images read (None past them).
+    """
+    import numpy as np
+
+    from embedforge.images.model import encode_images, load_image_model
+    from embedforge.images.read import list_images, read_images
+    from embedforge.map import thumbnail_jpeg
+
+    if args.text_field is not None:
+        raise InputError("--text-field applies to --input texts, not to --images")
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.k is not None and args.k < 1:
+        raise InputError(f"--k must be >= 1, got {args.k}")
+    folder = Path(args.images)
+    files = list_images(folder)
+    if len(files) < max(2, args.k or 0):
+        raise InputError(f"clustering{f' into --k {args.k}' if args.k else ''} needs at least "
+                         f"{max(2, args.k or 0)} images, found {len(files)}", folder)
+    model = load_image_model(args.model)
+    names: list[str] = []
+    thumbs: list[str | None] = []
+    chunks = []
+    for start in range(0, len(files), IMAGE_CHUNK):
+        images = []
+        for path, image in read_images(files[start:start + IMAGE_CHUNK]):
+            if image is None:
+                continue  # read_images warned, naming the file
+            names.append(path.relative_to(folder).as_posix())
+            thumbs.append(thumbnail_jpeg(image) if thumbnails and len(thumbs) < MAX_THUMBNAILS else None)
+            images.append(image)
+        chunks.append(encode_images(model, images, batch_size=args.batch_size))  # (kept, dim)
+    if len(names) < 2:
+        raise InputError(f"clustering needs at least 2 readable images, got {len(names)}", folder)
+    if args.k is not None and args.k > len(names):
+        raise InputError(f"--k {args.k} clusters need at least {args.k} images, got {len(names)}", folder)
+    return names, np.concatenate(chunks), thumbs
 
 
 def cmd_mine(args: argparse.Namespace) -> int:
@@ -189,56 +257,66 @@ def _clustering(args: argparse.Namespace, texts: list[str], emb: Any) -> Any:
         raise InputError(f"--k must be >= 1, got {args.k}")
     return cluster_embeddings(
         texts, emb, method=args.method, k=args.k, threshold=args.threshold,
-        min_cluster_size=args.min_cluster_size, seed=args.seed,
+        min_cluster_size=args.min_cluster_size, seed=args.seed, keywords=args.images is None,
     )
 
 
-def _print_summary(result: Any, texts: list[str]) -> None:
+def _print_summary(result: Any, texts: list[str], images: bool = False) -> None:
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"{result.k} clusters ({result.method})")
-    for col in ("cluster", "size", "keywords", "most central text"):
+    columns = ("cluster", "size", "example images (most central first)") if images else (
+        "cluster", "size", "keywords", "most central text")
+    for col in columns:
         table.add_column(col)
     sizes = {c: int((result.labels == c).sum()) for c in result.keywords}
     for c in sorted(result.keywords)[:30]:
-        example = texts[result.examples[c][0]] if result.examples.get(c) else ""
-        table.add_row(str(c), str(sizes[c]), ", ".join(result.keywords[c][:6]), example[:80])
+        examples = [texts[e] for e in result.examples.get(c, [])]
+        if images:
+            table.add_row(str(c), str(sizes[c]), ", ".join(examples))
+        else:
+            table.add_row(str(c), str(sizes[c]), ", ".join(result.keywords[c][:6]), (examples or [""])[0][:80])
     noise = int((result.labels < 0).sum())
     Console(stderr=False).print(table)
     if noise:
-        print(f"{noise} texts in no cluster (noise)")
+        print(f"{noise} {'images' if images else 'texts'} in no cluster (noise)")
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:
     from embedforge.io import atomic_write, write_json
 
+    _one_source(args)
     out = _check_output(args, "--output", (".jsonl",))
     summary = _check_output(args, "--summary", (".json",), out) if args.summary else None
-    texts, emb = _load(args, clustering=True)
+    images = args.images is not None
+    texts, emb = _load_images(args)[:2] if images else _load(args, clustering=True)
     result = _clustering(args, texts, emb)
+    field = "image" if images else "text"  # an image's "text" is its path relative to --images
     with atomic_write(out) as f:
         for idx, (text, label) in enumerate(zip(texts, result.labels.tolist(), strict=True)):
-            f.write(json.dumps({"index": idx, "cluster": label, "text": text}, ensure_ascii=False) + "\n")
+            f.write(json.dumps({"index": idx, "cluster": label, field: text}, ensure_ascii=False) + "\n")
     if summary is not None:
         write_json(summary, {
             "method": result.method,
             "k": result.k,
             "noise": int((result.labels < 0).sum()),
             "clusters": [
-                {"cluster": c, "size": int((result.labels == c).sum()), "keywords": result.keywords.get(c, []),
-                 "examples": [{"index": e, "text": texts[e]} for e in result.examples.get(c, [])]}
+                {"cluster": c, "size": int((result.labels == c).sum()),
+                 **({} if images else {"keywords": result.keywords.get(c, [])}),
+                 "examples": [{"index": e, field: texts[e]} for e in result.examples.get(c, [])]}
                 for c in sorted(result.keywords)
             ],
         })
-    _print_summary(result, texts)
-    print(f"{len(texts)} texts in {result.k} clusters -> {out}")
+    _print_summary(result, texts, images)
+    print(f"{len(texts)} {field}s in {result.k} clusters -> {out}")
     return 0
 
 
 def cmd_map(args: argparse.Namespace) -> int:
     from embedforge.map import project_2d, resolve_projection, write_html, write_png
 
+    _one_source(args)
     out = _check_output(args, "--output", (".html", ".htm"))
     png = _check_output(args, "--png", (".png",), out) if args.png else None
     projection = resolve_projection(args.projection)
@@ -247,13 +325,22 @@ def cmd_map(args: argparse.Namespace) -> int:
             import matplotlib  # noqa: F401
         except ImportError:
             raise InputError("--png needs matplotlib: pip install 'embedforge[explore]'") from None
-    texts, emb = _load(args, clustering=True)
+    thumbs: list[str | None] | None = None
+    if args.images is not None:
+        texts, emb, thumbs = _load_images(args, thumbnails=True)
+    else:
+        texts, emb = _load(args, clustering=True)
     result = _clustering(args, texts, emb)
     coords = project_2d(emb, method="umap" if projection == "umap" else "pca")
-    title = args.title or f"{Path(args.input).name}: {len(texts)} texts, {result.k} clusters"
-    if png is not None:
-        write_png(png, coords, result.labels, keywords=result.keywords, title=title)
-    write_html(out, coords, texts, result.labels, keywords=result.keywords, title=title)
+    noun = "texts" if thumbs is None else "images"
+    title = args.title or f"{Path(args.input or args.images).name}: {len(texts)} {noun}, {result.k} clusters"
+    if png is not None:  # an image cluster is labelled by its most central file's name
+        names = {c: [texts[e] for e in result.examples.get(c, [])[:1]] for c in result.keywords}
+        write_png(png, coords, result.labels, keywords=result.keywords if thumbs is None else names, title=title)
+    write_html(out, coords, texts, result.labels, keywords=result.keywords, title=title, thumbnails=thumbs)
     extra = f" and {png}" if png else ""
-    print(f"{len(texts)} texts, {result.k} clusters, {projection.upper()} projection -> {out}{extra}")
+    print(f"{len(texts)} {noun}, {result.k} clusters, {projection.upper()} projection -> {out}{extra}")
+    if thumbs is not None and len(texts) > MAX_THUMBNAILS:
+        print(f"thumbnails for the first {MAX_THUMBNAILS} images only; hovering the other "
+              f"{len(texts) - MAX_THUMBNAILS} shows their file names")
     return 0
