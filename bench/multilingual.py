@@ -177,6 +177,48 @@ def stsb(name: str, data_dir: str | None, limit: int | None) -> float | None:
     return round(sts_spearman(data, e1, e2), 2)
 
 
+def english_texts(n: int) -> list[str]:
+    """The first ``n`` Wikipedia sentences of the evaluation data (longer than 20 characters): general English
+    for the student to copy the teacher on (``distill_multilingual(english=...)``); none without the data."""
+    if n <= 0:
+        return []
+    from pathlib import Path
+
+    path = Path(default_data_dir()) / "unlabeled" / "wiki_head.txt"
+    if not path.is_file():
+        return []
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if len(line.strip()) > 20]
+    return list(dict.fromkeys(lines))[:n]
+
+
+def english_quality(names: list[str], limit: int | None) -> dict[str, dict[str, float]]:
+    """(b): English STS-B test Spearman x 100 and SciFact nDCG@10 x 100 (test queries, exact cosine search over
+    the whole corpus, texts cut at 256 tokens for every model), with e5's ``query: `` / ``passage: ``
+    prompts where the model has them."""
+    from pathlib import Path
+
+    from compress import scifact
+
+    from embedforge.encode import encode
+    from embedforge.evaluate.metrics import ndcg_at_k
+    from embedforge.models import load_model
+
+    data = Path(default_data_dir())
+    doc_ids, docs, queries, qrels = scifact(data, 5 if limit else None)
+    out = {}
+    for name in names:
+        model = load_model(name)
+        prompts = getattr(model, "prompts", None) or {}
+        d = encode(model, docs, batch_size=32, max_length=256, prompt=prompts.get("passage") or None)  # (docs, dim)
+        q = encode(model, queries, batch_size=32, max_length=256, prompt=prompts.get("query") or None)  # (queries, dim)
+        scores = q @ d.T
+        top = np.argsort(-scores, axis=1)[:, :10]
+        run = {qid: {doc_ids[j]: float(scores[i, j]) for j in top[i]} for i, qid in enumerate(qrels)}
+        out[name] = {"stsb_spearman": stsb(name, str(data), limit), "scifact_ndcg10": round(100 * ndcg_at_k(run, qrels, 10), 2)}
+        print(f"english quality {name}: {out[name]}", flush=True)
+    return out
+
+
 def run_distillation(args: argparse.Namespace, pairs: dict[str, dict[str, str]]) -> dict[str, Any]:
     """(d): distil the teacher into the student on ``pairs``; held-out strings, a held-out language, STS-B."""
     from embedforge.models import load_model
@@ -185,9 +227,10 @@ def run_distillation(args: argparse.Namespace, pairs: dict[str, dict[str, str]])
                            **({"max_steps": args.distill_max_steps} if args.distill_max_steps else {}),
                            **({"epochs": args.distill_epochs} if args.distill_epochs else {}))
     parallel = {lang: sorted(tr.items()) for lang, tr in pairs.items()}
+    english = english_texts(args.distill_english)
     start = time.perf_counter()
     result = distill_multilingual(args.distill_teacher, args.distill_student, parallel, args.distill_output,
-                                  config, overwrite=True)
+                                  config, overwrite=True, english=english)
     seconds = time.perf_counter() - start
     _, held = split_heldout(parallel, config.heldout_fraction, config.seed)
     held_en = {e for rows in held.values() for e, _ in rows}
@@ -203,6 +246,7 @@ def run_distillation(args: argparse.Namespace, pairs: dict[str, dict[str, str]])
     out: dict[str, Any] = {
         "teacher": args.distill_teacher, "student": args.distill_student, "config": asdict(config),
         "train_langs": sorted(pairs), "train_pairs": result.train_pairs, "heldout_strings": result.heldout_strings,
+        "english_texts": len(english),
         "steps": result.steps, "seconds": round(seconds, 1), "projection": result.projection,
         "heldout_strings_top1": {k: {m: round(v, 4) for m, v in r.items()} for k, r in result.heldout.items()},
         "heldout_language_top1": {k: {"top1_before": round(before[k]["top1"], 4), "top1_after": round(after[k]["top1"], 4),
@@ -218,8 +262,9 @@ def run_distillation(args: argparse.Namespace, pairs: dict[str, dict[str, str]])
 
 def distill_markdown(d: dict[str, Any]) -> list[str]:
     rows = {**d["heldout_strings_top1"], **d["heldout_language_top1"]}
+    mono = f" and {d['english_texts']} English Wikipedia sentences (text, text)" if d.get("english_texts") else ""
     lines = ["", f"Distillation (Reimers & Gurevych 2020): teacher `{d['teacher']}`, student `{d['student']}`, MSE on "
-             f"{d['train_pairs']} pairs of {', '.join(d['train_langs'])} ({d['steps']} steps, {d['seconds']:.0f} s"
+             f"{d['train_pairs']} pairs of {', '.join(d['train_langs'])}{mono} ({d['steps']} steps, {d['seconds']:.0f} s"
              f"{', Dense projection' if d['projection'] else ''}); {d['heldout_strings']} English strings held out in "
              "every language. EN→X top-1 with the student on both sides:", "",
              "| held out | n | student before | student after | teacher |", "|---|---|---|---|---|"]
@@ -252,7 +297,9 @@ def markdown(results: dict[str, Any]) -> str:
         f"Machine: {m.get('cpu')}, {m.get('cores')} cores, torch {m.get('torch')} ({m.get('torch_threads')} threads); "
         f"commit {m.get('commit')}. Strings: English UI strings of 3+ words with a one-to-one translation in "
         f"Django's .po files ({', '.join(f'{lang} {n}' for lang, n in results['strings'].items())}). "
-        "Every text gets the `query: ` prompt where the model has one.",
+        "Every text gets the `query: ` prompt where the model has one."
+        + (f" Retrieval, mining, fidelity and speed are those of the run at commit {results['reused_from']} "
+           "(`--reuse-results`); the rest was measured at the commit above." if results.get("reused_from") else ""),
         "",
         "EN→X retrieval, top-1 among the language's translations:",
         "",
@@ -278,6 +325,12 @@ def markdown(results: dict[str, Any]) -> str:
     if models:
         lines += ["", "Speed, texts/s on the texts above (wall clock): "
                   + ", ".join(f"{name} {r['texts_per_s']:.0f}" for name, r in models.items()) + "."]
+    if results.get("english"):
+        lines += ["", "English quality (the imported model as an English base beside MiniLM): STS-B test Spearman × 100, "
+                  "SciFact nDCG@10 × 100 (exact search, 256 tokens, e5 with `query: ` / `passage: `):", "",
+                  "| model | STS-B | SciFact nDCG@10 |", "|---|---|---|"]
+        for name, r in results["english"].items():
+            lines.append(f"| {name} | {r['stsb_spearman']:.2f} | {r['scifact_ndcg10']:.2f} |")
     if results.get("distillation"):
         lines += distill_markdown(results["distillation"])
     return "\n".join(lines)
@@ -303,6 +356,12 @@ def main() -> None:
                         help="English strings held out in every language (default: %(default)s)")
     parser.add_argument("--distill-epochs", type=float, help="default: DistillConfig's")
     parser.add_argument("--distill-max-steps", type=int, help="smoke test: stop after N steps")
+    parser.add_argument("--distill-english", type=int, default=2000,
+                        help="English Wikipedia sentences the student also copies the teacher on (default: %(default)s)")
+    parser.add_argument("--no-english", dest="english", action="store_false",
+                        help="skip part (b): English STS-B / SciFact of the imported model and MiniLM")
+    parser.add_argument("--reuse-results", action="store_true",
+                        help="take parts (a) and (c) from bench/results/multilingual.json instead of measuring them again")
     parser.add_argument("--distill-output", default=str(CACHE / "multilingual-distilled"),
                         help="where the student is saved (resumes from DIR.partial; default: %(default)s)")
     args = parser.parse_args()
@@ -329,10 +388,23 @@ def main() -> None:
         "models": {},
     }
     vectors = {}
-    for name in args.models:
-        results["models"][name], vectors[name] = run_model(name, pairs, tasks, fid_texts, args)
+    if args.reuse_results:
+        import json
+
+        from _common import RESULTS
+
+        old = json.loads((RESULTS / "multilingual.json").read_text(encoding="utf-8"))
+        if old.get("langs") != args.langs or old.get("limit") != args.limit:
+            parser.error("--reuse-results: the saved run used other --langs / --limit")
+        results["models"], results["fidelity"] = old["models"], old.get("fidelity")
+        results["reused_from"] = old["machine"].get("commit")
+    else:
+        for name in args.models:
+            results["models"][name], vectors[name] = run_model(name, pairs, tasks, fid_texts, args)
     if IMPORTED in vectors and ENGINE in vectors:
         results["fidelity"] = fidelity(vectors[IMPORTED], vectors[ENGINE], fid_groups)
+    if args.english:
+        results["english"] = english_quality([IMPORTED, "minilm"], args.limit)
     if args.distill:
         if args.distill_heldout_lang in args.langs:
             parser.error(f"--distill-heldout-lang {args.distill_heldout_lang} is one of --langs (trained on)")

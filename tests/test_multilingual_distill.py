@@ -253,3 +253,28 @@ def test_existing_output_or_bad_settings_exit_2(tiny_model_dir: Path, tmp_path: 
     assert main([*base, "--output", str(tmp_path / "new")]) == 2  # one string: nothing to hold out
     assert "fewer than 2" in capsys.readouterr().err
     assert not (tmp_path / "new").exists() and not partial_dir(tmp_path / "new").exists()
+
+
+def test_english_texts_pull_the_students_english_onto_the_teacher(static_teacher: Path, student_dir: Path,
+                                                                   tmp_path: Path) -> None:
+    """``english=``: monolingual texts trained as (text, text) rows — the student's English on texts outside
+    the parallel data moves onto the teacher's; held-out strings among them are never trained on."""
+    from embedforge.encode import encode
+    from embedforge.models import load_model, read_manifest
+
+    _, held = split_heldout({"xx": TOY[:40]}, 0.2, 42)
+    held_english = [e for e, _ in held["xx"]]
+    extra = [e for e, _ in TOY[40:]]  # English strings the parallel data (TOY[:40]) does not hold
+    probe = extra[:20]
+    config = fast(max_steps=60, batch_size=16)
+    plain = distill_multilingual(str(static_teacher), str(student_dir), {"xx": TOY[:40]}, tmp_path / "plain", config,
+                                 show_progress=False)
+    mono = distill_multilingual(str(static_teacher), str(student_dir), {"xx": TOY[:40]}, tmp_path / "mono", config,
+                                show_progress=False, english=[*extra, *held_english, ""])
+    teacher = encode(load_model(static_teacher), probe)
+    cos_plain = np.sum(encode(load_model(plain.output), probe) * teacher, axis=1).mean()
+    cos_mono = np.sum(encode(load_model(mono.output), probe) * teacher, axis=1).mean()
+    assert cos_mono > cos_plain + 0.05
+    training = (read_manifest(mono.output) or {})["training"]
+    assert training["english_texts"] == len(extra)  # the held-out strings and the empty text were dropped
+    assert training["train_pairs"] == plain.train_pairs == mono.train_pairs

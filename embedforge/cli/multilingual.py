@@ -111,6 +111,9 @@ def _register_distill(subparsers: Any) -> None:
                    help="english<TAB>translation per line (more translations as more columns), or mine-bitext's "
                         "output; one file per language (its name labels the language in the report)")
     p.add_argument("--output", required=True, help="directory for the student (written only when done)")
+    p.add_argument("--english", metavar="TEXTS",
+                   help="English texts of your domain (txt, or a table with a text column): the student also learns "
+                        "to reproduce the teacher on them, which keeps its English close to the teacher's")
     p.add_argument("--heldout-fraction", type=float, default=d.heldout_fraction,
                    help="English strings held out, with their translations, for the EN->X evaluation (default: %(default)s)")
     p.add_argument("--epochs", type=float, default=d.epochs, help="passes over the pairs (default: %(default)s)")
@@ -140,7 +143,7 @@ def cmd_distill_multilingual(args: argparse.Namespace) -> int:
     from embedforge.multilingual.distill import DistillConfig, distill_multilingual, read_parallel
 
     local = [m if os.path.exists(m) else None for m in (args.teacher, args.student)]
-    check_output(args.output, inputs=[*args.parallel, *local], directory=True)
+    check_output(args.output, inputs=[*args.parallel, *local, args.english], directory=True)
     if os.path.exists(args.output) and not args.overwrite:
         raise InputError("--output: already exists; choose another or pass --overwrite", args.output)
     config = DistillConfig(
@@ -151,8 +154,13 @@ def cmd_distill_multilingual(args: argparse.Namespace) -> int:
     if len(set(args.parallel)) != len(args.parallel):
         raise InputError("--parallel: the same file is given twice")
     parallel = {label: read_parallel(path) for label, path in zip(_labels(args.parallel), args.parallel, strict=True)}
+    english: list[str] = []
+    if args.english:
+        from embedforge.corpus import read_texts
+
+        english = read_texts(args.english)  # bad files fail here, before any model loads
     result = distill_multilingual(args.teacher, args.student, parallel, args.output, config,
-                                  overwrite=args.overwrite, show_progress=not args.no_progress)
+                                  overwrite=args.overwrite, show_progress=not args.no_progress, english=english)
     resumed = f", resumed from {result.resumed_from}" if result.resumed_from else ""
     print(f"distilled {args.teacher} into {args.student}: {result.train_pairs} pairs, {result.steps} steps in "
           f"{result.seconds:.0f}s{resumed}{' (with a Dense projection to the teacher dimension)' if result.projection else ''}")

@@ -322,10 +322,15 @@ def distill_multilingual(
     overwrite: bool = False,
     show_progress: bool = True,
     callbacks: list[Any] | None = None,
+    english: Sequence[str] = (),
 ) -> DistillResult:
     """Train ``student_name`` so that English and translation land on ``teacher_name``'s English vector.
 
     ``parallel`` maps a language label to its ``(english, translation)`` pairs (:func:`read_parallel`).
+    ``english``: monolingual English texts (e.g. the user's own corpus) the student also learns to
+    reproduce the teacher on — trained as ``(text, text)`` rows, they keep the student's English close
+    to the teacher's beyond the parallel data's strings (Reimers & Gurevych train on the teacher's
+    English sentences too). Texts that are held-out strings are dropped from them.
     :func:`split_heldout` holds out ``config.heldout_fraction`` of the English strings, evaluated
     before and after (:func:`evaluate_translation`). Re-running the same call after an interruption
     resumes from the last checkpoint in ``OUTPUT.partial`` (a changed call starts over). The model is
@@ -354,6 +359,9 @@ def distill_multilingual(
     rows = [(e, t) for lang in sorted(train) for e, t in train[lang]]
     if not rows:
         raise InputError("no pairs left to train on after holding out strings for evaluation")
+    held_strings = {x for pairs in heldout.values() for pair in pairs for x in pair}
+    mono = [t for t in dict.fromkeys(english) if t.strip() and t not in held_strings]
+    rows += [(t, t) for t in mono]
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     teacher = load_model(teacher_name, device=device)
@@ -363,7 +371,8 @@ def distill_multilingual(
             model.max_seq_length = config.max_length
 
     work = partial_dir(output)
-    fingerprint = _fingerprint(os.fspath(teacher_name), os.fspath(student_name), train, config)
+    fingerprint = _fingerprint(os.fspath(teacher_name), os.fspath(student_name), {**train, "\0english": [(t, t) for t in mono]},
+                               config)
     state_file, labels_file = work / _STATE, work / _LABELS
     state: dict[str, Any] = {}
     if state_file.is_file():
@@ -434,11 +443,12 @@ def distill_multilingual(
     if trainer.is_world_process_zero():
         training = {
             **asdict(config), "objective": "multilingual-distillation-mse", "teacher": os.fspath(teacher_name),
-            "languages": sorted(parallel), "train_pairs": len(rows), "heldout_strings": n_held,
+            "languages": sorted(parallel), "train_pairs": len(rows) - len(mono), "english_texts": len(mono),
+            "heldout_strings": n_held,
             "projection": projection, "steps": steps, "seconds": round(seconds, 2),
         }
         save_model(student, output, base_model=os.fspath(student_name), training=training,
                    evaluation={"heldout_translation": results})
         shutil.rmtree(work, ignore_errors=True)
-    return DistillResult(output=output, steps=steps, train_pairs=len(rows), heldout_strings=n_held,
+    return DistillResult(output=output, steps=steps, train_pairs=len(rows) - len(mono), heldout_strings=n_held,
                          projection=projection, seconds=seconds, heldout=results, resumed_from=last)
