@@ -753,6 +753,10 @@ class Collection:
     def text(self, row: int) -> str:
         return self._texts[row]
 
+    def vectors(self) -> np.ndarray:
+        """A copy of the stored document vectors, ``(len(self), dim)`` float32, in row order (``hit(row)``)."""
+        return np.array(self._vectors, dtype=np.float32)
+
     def mask(self, where: Mapping[str, Any] | None) -> np.ndarray | None:
         """Bool per row: which documents' metadata match ``where`` (None: no filter)."""
         if not where:

@@ -180,3 +180,59 @@ def test_wrong_input_or_model_exits_2_and_writes_nothing(  # type: ignore[no-unt
                     "texts as images": "no images found", "k above images": "needs at least 10 images, found 9"}[case]
         assert expected in ours[0]
     assert sorted(p for p in tmp_path.rglob("*")) == before  # nothing written
+
+
+def test_cluster_and_map_of_a_collection_use_its_stored_vectors(clip_dir, photos, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """``--collection DIR``: an image collection clusters like its folder (same vectors, no model given) and
+    maps with a thumbnail per image read from the files its metadata names; a text collection like --input."""
+    coll = tmp_path / "coll"
+    assert main(["index", "--model", str(clip_dir), "--images", str(photos), "--collection", str(coll)]) == 0
+    from_folder, from_coll = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    assert run(capsys, "cluster", "--model", str(clip_dir), "--images", str(photos), "--k", "2",
+               "--output", str(from_folder))[0] == 0
+    code, stdout, err = run(capsys, "cluster", "--collection", str(coll), "--k", "2", "--output", str(from_coll))
+    assert code == 0, err
+    rows = [json.loads(line) for line in from_coll.read_text(encoding="utf-8").splitlines()]
+    folder_rows = [json.loads(line) for line in from_folder.read_text(encoding="utf-8").splitlines()]
+    by_image = {r["image"]: r["cluster"] for r in folder_rows}
+    assert sorted(r["image"] for r in rows) == sorted(by_image)
+    same = {(by_image[r["image"]], r["cluster"]) for r in rows}
+    assert len(same) == 2 and len({a for a, _ in same}) == 2  # the same partition (labels may be renamed)
+    assert "example images" in stdout
+    page = tmp_path / "map.html"
+    code, _, err = run(capsys, "map", "--collection", str(coll), "--k", "2", "--output", str(page))
+    assert code == 0, err
+    data = _payload(page.read_text(encoding="utf-8"))
+    assert all(t for t in data["img"]) and len(data["img"]) == len(rows)
+    # a text collection: the stored vectors cluster as its texts do through --input
+    texts = tmp_path / "texts.txt"
+    texts.write_text("".join(f"{w} card payment {i}\n" if i % 2 else f"{w} exchange rate {i}\n"
+                             for i, w in enumerate(["a", "the", "my", "one", "new", "old"])), encoding="utf-8")
+    tcoll = tmp_path / "tcoll"
+    assert main(["index", "--model", str(clip_dir), "--input", str(texts), "--collection", str(tcoll)]) == 0
+    a, b = tmp_path / "ta.jsonl", tmp_path / "tb.jsonl"
+    assert run(capsys, "cluster", "--model", str(clip_dir), "--input", str(texts), "--k", "2", "--output", str(a))[0] == 0
+    assert run(capsys, "cluster", "--collection", str(tcoll), "--k", "2", "--output", str(b))[0] == 0
+    ra = [json.loads(line) for line in a.read_text(encoding="utf-8").splitlines()]
+    rb = [json.loads(line) for line in b.read_text(encoding="utf-8").splitlines()]
+    assert {r["text"] for r in rb} == {r["text"] for r in ra}
+    pair = {r["text"]: r["cluster"] for r in ra}
+    assert len({(pair[r["text"]], r["cluster"]) for r in rb}) == 2
+
+
+def test_collection_source_errors(clip_dir, photos, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    coll = tmp_path / "coll"
+    assert main(["index", "--model", str(clip_dir), "--images", str(photos), "--collection", str(coll)]) == 0
+    before = sorted(p for p in tmp_path.rglob("*"))
+    cases = [
+        (["--collection", str(coll), "--model", str(clip_dir)], "drop --model"),
+        (["--collection", str(tmp_path / "nope")], "nope"),
+        (["--collection", str(coll), "--images", str(photos)], "not both"),
+        (["--collection", str(coll), "--k", "20"], "needs at least 20 documents, the collection holds 8"),
+        (["--images", str(photos)], "--model is required"),
+    ]
+    for argv, message in cases:
+        code, _, err = run(capsys, "cluster", *argv, "--output", str(tmp_path / "c.jsonl"))
+        ours = [line for line in err.splitlines() if line.startswith("embedforge")]
+        assert code == 2 and len(ours) == 1 and message in ours[0], (argv, err)
+    assert sorted(p for p in tmp_path.rglob("*")) == before

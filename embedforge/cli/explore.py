@@ -20,8 +20,8 @@ METHOD_CHOICES = ["kmeans", "agglomerative", "community", "hdbscan"]
 IMAGE_CHUNK = 256  # images decoded and embedded at a time by map / cluster --images (bounds memory)
 
 
-def _common(p: argparse.ArgumentParser, input_required: bool = True) -> None:
-    p.add_argument("--model", required=True, help="'minilm', a model directory or a hub id")
+def _common(p: argparse.ArgumentParser, input_required: bool = True, model_required: bool = True) -> None:
+    p.add_argument("--model", required=model_required, help="'minilm', a model directory or a hub id")
     p.add_argument("--input", required=input_required, help="txt (one text per line), jsonl/csv/tsv/parquet (a text column)")
     p.add_argument("--text-field", help="column holding the text (default: text/sentence/content/body)")
     p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default 32)")
@@ -30,6 +30,9 @@ def _common(p: argparse.ArgumentParser, input_required: bool = True) -> None:
 def _images_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--images", metavar="FOLDER", help="instead of --input: a folder of png / jpg / webp images "
                                                       "(read recursively); --model is then a CLIP model or one made by train-images")
+    p.add_argument("--collection", metavar="DIR",
+                   help="instead of --input / --images: a collection made by `embedforge index` (texts or images), "
+                        "its stored vectors (no --model: nothing is embedded again)")
 
 
 def _cluster_args(p: argparse.ArgumentParser, default_method: str = "kmeans") -> None:
@@ -71,7 +74,7 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser("cluster", help="cluster texts into topics with keywords and central examples, "
                                               "or a folder of images (--images) with a CLIP model")
-    _common(p, input_required=False)
+    _common(p, input_required=False, model_required=False)
     _images_arg(p)
     p.add_argument("--output", required=True, help="CLUSTERS.jsonl: one line per text (index, cluster, text) "
                                                    "or per image (index, cluster, image: its path in the folder)")
@@ -82,7 +85,7 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser("map", help="an interactive HTML map (and a PNG) of the texts, or of a folder of "
                                           "images (--images), coloured by cluster")
-    _common(p, input_required=False)
+    _common(p, input_required=False, model_required=False)
     _images_arg(p)
     p.add_argument("--output", required=True, help="MAP.html (self-contained, works offline; images: hover shows "
                                                    f"a {THUMBNAIL_SIDE} px thumbnail, for the first {MAX_THUMBNAILS} images)")
@@ -98,17 +101,69 @@ def register(subparsers: Any) -> None:
 def _check_output(args: argparse.Namespace, option: str, suffixes: tuple[str, ...], *others: Path | None) -> Path:
     """The path of ``option`` checked before any work: writable, the right suffix, neither the input,
     the model nor an output named before it (``others``)."""
-    model = args.model if os.path.exists(args.model) else None
-    images = getattr(args, "images", None)
+    model = args.model if args.model is not None and os.path.exists(args.model) else None
+    images, collection = getattr(args, "images", None), getattr(args, "collection", None)
     return check_output(getattr(args, option.removeprefix("--").replace("-", "_")),
-                        inputs=[args.input, images, model, *others], suffixes=suffixes, option=option)
+                        inputs=[args.input, images, collection, model, *others], suffixes=suffixes, option=option)
 
 
 def _one_source(args: argparse.Namespace) -> None:
-    """Exactly one of --input (texts) and --images (a folder), checked before anything is read."""
-    if (args.input is None) == (args.images is None):
-        raise InputError("give --input FILE (texts) or --images FOLDER (images)"
-                         + (", not both" if args.input is not None else ""))
+    """Exactly one of --input (texts), --images (a folder) and --collection, checked before anything is read;
+    --model with the first two, not with --collection (its vectors are stored)."""
+    given = [name for name in ("input", "images", "collection") if getattr(args, name, None) is not None]
+    if len(given) != 1:
+        raise InputError("give one of --input FILE (texts), --images FOLDER (images) or --collection DIR"
+                         + (f", not {'both' if len(given) == 2 else 'all of'} {' and '.join('--' + g for g in given)}"
+                            if given else ""))
+    if args.collection is not None and args.model is not None:
+        raise InputError("--collection uses the vectors stored in it; drop --model")
+    if args.collection is None and args.model is None:
+        raise InputError("--model is required with --input / --images")
+
+
+def _load_collection(args: argparse.Namespace, *, thumbnails: bool = False
+                     ) -> tuple[list[str], Any, list[str | None] | None]:
+    """The documents of ``--collection``: (texts — an image's path in its folder —, stored vectors (n, dim),
+    thumbnails for an image collection (read from the files its metadata names; None where gone) or None)."""
+    from embedforge.collection import IMAGE_MODALITY, Collection
+    from embedforge.map import thumbnail_jpeg
+
+    if args.text_field is not None:
+        raise InputError("--text-field applies to --input texts, not to --collection")
+    if args.k is not None and args.k < 1:
+        raise InputError(f"--k must be >= 1, got {args.k}")
+    coll = Collection.open(args.collection)
+    try:
+        n = len(coll)
+        if n < max(2, args.k or 0):
+            raise InputError(f"clustering{f' into --k {args.k}' if args.k else ''} needs at least "
+                             f"{max(2, args.k or 0)} documents, the collection holds {n}", args.collection)
+        hits = [coll.hit(row, 0.0) for row in range(n)]
+        vectors = coll.vectors()  # (n, dim), unit rows
+        images = coll.manifest.get("modality") == IMAGE_MODALITY
+    finally:
+        coll.close()
+    texts = [h.text or h.id for h in hits]
+    if not images:
+        return texts, vectors, None
+    thumbs: list[str | None] = []
+    missing = 0
+    if thumbnails:
+        from embedforge.images.read import open_image
+
+        for h in hits[:MAX_THUMBNAILS]:
+            try:
+                thumbs.append(thumbnail_jpeg(open_image(str(h.metadata.get("path", "")))))
+            except (InputError, OSError):
+                thumbs.append(None)
+                missing += 1
+        thumbs += [None] * (n - len(thumbs))
+        if missing:
+            print(f"warning: {missing} image files named by the collection could not be read: no thumbnail for them",
+                  file=sys.stderr)
+    else:
+        thumbs = [None] * n
+    return texts, vectors, thumbs
 
 
 def _load(args: argparse.Namespace, *, clustering: bool = False) -> tuple[list[str], Any]:
@@ -250,14 +305,14 @@ def cmd_dedupe(args: argparse.Namespace) -> int:
     return 0
 
 
-def _clustering(args: argparse.Namespace, texts: list[str], emb: Any) -> Any:
+def _clustering(args: argparse.Namespace, texts: list[str], emb: Any, images: bool) -> Any:
     from embedforge.cluster import cluster_embeddings
 
     if args.k is not None and args.k < 1:
         raise InputError(f"--k must be >= 1, got {args.k}")
     return cluster_embeddings(
         texts, emb, method=args.method, k=args.k, threshold=args.threshold,
-        min_cluster_size=args.min_cluster_size, seed=args.seed, keywords=args.images is None,
+        min_cluster_size=args.min_cluster_size, seed=args.seed, keywords=not images,
     )
 
 
@@ -290,8 +345,12 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     out = _check_output(args, "--output", (".jsonl",))
     summary = _check_output(args, "--summary", (".json",), out) if args.summary else None
     images = args.images is not None
-    texts, emb = _load_images(args)[:2] if images else _load(args, clustering=True)
-    result = _clustering(args, texts, emb)
+    if args.collection is not None:
+        texts, emb, marks = _load_collection(args)
+        images = marks is not None
+    else:
+        texts, emb = _load_images(args)[:2] if images else _load(args, clustering=True)
+    result = _clustering(args, texts, emb, images)
     field = "image" if images else "text"  # an image's "text" is its path relative to --images
     with atomic_write(out) as f:
         for idx, (text, label) in enumerate(zip(texts, result.labels.tolist(), strict=True)):
@@ -326,14 +385,16 @@ def cmd_map(args: argparse.Namespace) -> int:
         except ImportError:
             raise InputError("--png needs matplotlib: pip install 'embedforge[explore]'") from None
     thumbs: list[str | None] | None = None
-    if args.images is not None:
+    if args.collection is not None:
+        texts, emb, thumbs = _load_collection(args, thumbnails=True)
+    elif args.images is not None:
         texts, emb, thumbs = _load_images(args, thumbnails=True)
     else:
         texts, emb = _load(args, clustering=True)
-    result = _clustering(args, texts, emb)
+    result = _clustering(args, texts, emb, images=thumbs is not None)
     coords = project_2d(emb, method="umap" if projection == "umap" else "pca")
     noun = "texts" if thumbs is None else "images"
-    title = args.title or f"{Path(args.input or args.images).name}: {len(texts)} {noun}, {result.k} clusters"
+    title = args.title or f"{Path(args.input or args.images or args.collection).name}: {len(texts)} {noun}, {result.k} clusters"
     if png is not None:  # an image cluster is labelled by its most central file's name
         names = {c: [texts[e] for e in result.examples.get(c, [])[:1]] for c in result.keywords}
         write_png(png, coords, result.labels, keywords=result.keywords if thumbs is None else names, title=title)
