@@ -10,6 +10,7 @@ measured STS-B 66.1 against the teacher's 82.0): a row of the table, not a defau
 from __future__ import annotations
 
 import importlib.util
+import tempfile
 from typing import TYPE_CHECKING, Any
 
 from embedforge.errors import InputError
@@ -41,5 +42,7 @@ def distill_static(model_dir: str, pca_dims: int) -> SentenceTransformer:
     from sentence_transformers.models import Normalize, StaticEmbedding
 
     static: Any = distill(model_name=model_dir, pca_dims=pca_dims)
-    module = StaticEmbedding.from_model2vec(static)
+    with tempfile.TemporaryDirectory(prefix="embedforge-static-") as tmp:  # from_model2vec reads a saved model
+        static.save_pretrained(tmp)
+        module = StaticEmbedding.from_model2vec(tmp)
     return SentenceTransformer(modules=[module, Normalize()], device="cpu")
