@@ -41,6 +41,22 @@ HELDOUT_TEMPLATES = [
 ]
 
 
+def digits_split(templates: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Any, list[str]]:
+    """scikit-learn's digits for the LiT runs: (pixels (1797, 8, 8) in 0..16, labels, train ids, test ids
+    (70 / 30, stratified, seed 0), pixels -> RGB PIL image, one seeded caption per training digit)."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    pixels, labels = digits.images, digits.target  # (1797, 8, 8) in 0..16, (1797,)
+    train_idx, test_idx = train_test_split(np.arange(len(labels)), test_size=0.3, random_state=0, stratify=labels)
+    to_image = lambda a: Image.fromarray((a * (255 / 16)).astype(np.uint8)).convert("RGB")  # noqa: E731
+    rng = np.random.default_rng(0)
+    captions = [templates[rng.integers(len(templates))].format(w=WORDS[y], n=y) for y in labels[train_idx]]
+    return pixels, labels, train_idx, test_idx, to_image, captions
+
+
 def precision_at(relevant_ranked: np.ndarray, k: int) -> float:
     """Mean precision@k over queries; ``relevant_ranked`` is (queries, ranked docs) bool."""
     return float(relevant_ranked[:, :k].mean())
@@ -114,21 +130,12 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from PIL import Image
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
     from embedforge.encode import encode
     from embedforge.images import ImageIndexConfig, encode_images, index_images
     from embedforge.images.lit import LiTConfig, _image_encoder, train_lit
     from embedforge.models import load_model, save_model
 
-    digits = load_digits()
-    pixels, labels = digits.images, digits.target  # (1797, 8, 8) in 0..16, (1797,)
-    train_idx, test_idx = train_test_split(np.arange(len(labels)), test_size=0.3, random_state=0, stratify=labels)
-    to_image = lambda a: Image.fromarray((a * (255 / 16)).astype(np.uint8)).convert("RGB")  # noqa: E731
-    rng = np.random.default_rng(0)
-    captions = [TRAIN_TEMPLATES[rng.integers(len(TRAIN_TEMPLATES))].format(w=WORDS[y], n=y) for y in labels[train_idx]]
+    pixels, labels, train_idx, test_idx, to_image, captions = digits_split(TRAIN_TEMPLATES)
     # 8x8 digits: a 16 px input and a stride-2 stem (16 -> 8 -> 4 -> 2); the default 64 px is for photos
     config = LiTConfig(image_size=16, patch_size=2, epochs=args.epochs or 40, holdout=0.0)
 

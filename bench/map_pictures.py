@@ -25,7 +25,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
-WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 TEMPLATES = ["a handwritten {w}", "the digit {n}", "the number {w}", "a hand-drawn {n}", "digit {w}", "a scanned {n}"]
 
 
@@ -40,21 +39,14 @@ def shrink(src: Path, dst: Path) -> int:
 
 def digits(tmp: Path, epochs: int) -> None:
     import torch
-    from PIL import Image
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    from images import digits_split
 
     from embedforge.cli import main
     from embedforge.images.lit import LiTConfig, train_lit
     from embedforge.models import load_model, save_model
 
     torch.set_num_threads(1)  # bench/images.py: on a shared 2-core box more threads ran slower
-    data = load_digits()
-    pixels, labels = data.images, data.target  # (1797, 8, 8) in 0..16, (1797,)
-    train_idx, test_idx = train_test_split(np.arange(len(labels)), test_size=0.3, random_state=0, stratify=labels)
-    to_image = lambda a: Image.fromarray((a * (255 / 16)).astype(np.uint8)).convert("RGB")  # noqa: E731
-    rng = np.random.default_rng(0)
-    captions = [TEMPLATES[rng.integers(len(TEMPLATES))].format(w=WORDS[y], n=y) for y in labels[train_idx]]
+    pixels, labels, train_idx, test_idx, to_image, captions = digits_split(TEMPLATES)
     config = LiTConfig(image_size=16, patch_size=2, epochs=epochs, holdout=0.0)
     model, report = train_lit(load_model("minilm"), [to_image(pixels[i]) for i in train_idx], captions, config)
     model_dir = save_model(model, tmp / "lit-digits", base_model="minilm", training={"objective": "lit", **report})
