@@ -10,16 +10,16 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from embedforge.errors import InputError
 
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["IMAGE_SUFFIXES", "MAX_SIDE", "list_images", "open_image", "read_images", "pillow"]
+__all__ = ["IMAGE_SUFFIXES", "MAX_SIDE", "list_images", "decode_image", "open_image", "read_images", "pillow"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,29 +58,56 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
     return found
 
 
-def open_image(path: str | os.PathLike[str], max_side: int = MAX_SIDE) -> Image.Image:
-    """Decode ``path`` into an RGB image, EXIF orientation applied, longest side at most ``max_side``.
+def decode_image(
+    source: str | os.PathLike[str] | BinaryIO,
+    max_side: int = MAX_SIDE,
+    *,
+    formats: Sequence[str] | None = None,
+    check_size: Callable[[tuple[int, int]], None] | None = None,
+) -> Image.Image:
+    """Decode a file path or a binary file object into an RGB image: EXIF orientation applied, longest side at
+    most ``max_side``, ``image.info["original_size"]`` the (width, height) as displayed (after the EXIF
+    rotation, before downscaling). The one decoder behind :func:`open_image` and the server's data URIs.
 
-    ``image.info["original_size"]`` is the (width, height) of the file as displayed (after the
-    EXIF rotation, before downscaling).
-
-    Raises :class:`InputError` naming the file when it cannot be read or decoded.
+    ``formats`` limits Pillow's decoders; ``check_size`` sees the header's size before any pixel is decoded
+    (and may raise). Pillow's own errors propagate (a decompression bomb as its warning, raised).
     """
     pil = pillow()  # the install hint first, when Pillow is missing
-    from PIL import ImageOps, UnidentifiedImageError
+    from PIL import ImageOps
 
     if max_side < 1:
         raise InputError(f"max_side must be >= 1, got {max_side}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pil.DecompressionBombWarning)  # type: ignore[attr-defined]
+        with pil.open(source, formats=formats) as img:  # type: ignore[attr-defined]
+            size = img.size  # from the header, before any reduced-scale decoding
+            if check_size is not None:
+                check_size(size)
+            img.draft("RGB", (max_side, max_side))  # JPEG: decode at a reduced scale when far larger
+            img.load()
+            decoded = img.size
+            out = ImageOps.exif_transpose(img) or img
+            out = out.convert("RGB")
+    if out.size != decoded:  # rotated by 90 degrees by its EXIF orientation
+        size = (size[1], size[0])
+    if max(out.size) > max_side:
+        out.thumbnail((max_side, max_side), pil.Resampling.LANCZOS)  # type: ignore[attr-defined]
+    out.info["original_size"] = size  # (width, height) as displayed, before downscaling
+    return out
+
+
+def open_image(path: str | os.PathLike[str], max_side: int = MAX_SIDE) -> Image.Image:
+    """:func:`decode_image` of the file at ``path``.
+
+    Raises :class:`InputError` naming the file when it cannot be read or decoded.
+    """
+    pillow()
+    from PIL import UnidentifiedImageError
+
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", pil.DecompressionBombWarning)  # type: ignore[attr-defined]
-            with pil.open(path) as img:  # type: ignore[attr-defined]
-                size = img.size  # from the header, before any reduced-scale decoding
-                img.draft("RGB", (max_side, max_side))  # JPEG: decode at a reduced scale when far larger
-                img.load()
-                decoded = img.size
-                out = ImageOps.exif_transpose(img) or img
-                out = out.convert("RGB")
+        return decode_image(path, max_side)
+    except InputError:
+        raise
     except FileNotFoundError:
         raise InputError("no such image file", path) from None
     except UnidentifiedImageError:
@@ -90,12 +117,6 @@ def open_image(path: str | os.PathLike[str], max_side: int = MAX_SIDE) -> Image.
         raise InputError(f"unreadable image ({type(err).__name__}{': ' + detail if detail else ''})", path) from None
     except Exception as err:  # decoders of some formats raise others on garbage (e.g. struct.error)
         raise InputError(f"unreadable image ({type(err).__name__})", path) from None
-    if out.size != decoded:  # rotated by 90 degrees by its EXIF orientation
-        size = (size[1], size[0])
-    if max(out.size) > max_side:
-        out.thumbnail((max_side, max_side), pil.Resampling.LANCZOS)  # type: ignore[attr-defined]
-    out.info["original_size"] = size  # (width, height) as displayed, before downscaling
-    return out
 
 
 def read_images(

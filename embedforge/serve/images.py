@@ -25,7 +25,6 @@ import io
 import os
 import re
 import stat
-import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -237,39 +236,26 @@ def _too_large(param: str, max_bytes: int) -> ApiError:
 
 
 def decode_image(data: bytes, param: str, max_side: int = MAX_SIDE) -> Image.Image:
-    """``data`` decoded as :func:`~embedforge.images.read.open_image` decodes a file; a 400 when it is no usable image.
+    """``data`` decoded by :func:`embedforge.images.read.decode_image` (the decoder behind ``open_image``, so a
+    data URI of a file embeds exactly as the file does locally), PNG/JPEG/WebP only and at most
+    ``MAX_IMAGE_PIXELS`` (checked from the header); a 400 when it is no usable image."""
+    from PIL import UnidentifiedImageError
 
-    The same steps in the same order (header size, JPEG draft, EXIF transpose, RGB, LANCZOS
-    downscale), so a data URI of a file embeds exactly as the file does locally (a test holds
-    the two to 1e-5). ``open_image`` takes paths only; this takes bytes, with fewer decoders.
-    """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from embedforge.images.read import decode_image as decode
+
+    def check_size(size: tuple[int, int]) -> None:
+        if size[0] * size[1] > MAX_IMAGE_PIXELS:
+            raise ApiError(400, f"'{param}': the image has {size[0]}x{size[1]} pixels; at most "
+                           f"{MAX_IMAGE_PIXELS} per image", code="image_too_large", param=param)
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data), formats=_FORMATS) as img:
-                size = img.size  # from the header, before any reduced-scale decoding
-                if size[0] * size[1] > MAX_IMAGE_PIXELS:
-                    raise ApiError(400, f"'{param}': the image has {size[0]}x{size[1]} pixels; at most "
-                                   f"{MAX_IMAGE_PIXELS} per image", code="image_too_large", param=param)
-                img.draft("RGB", (max_side, max_side))
-                img.load()
-                decoded = img.size
-                out = ImageOps.exif_transpose(img) or img
-                out = out.convert("RGB")
+        return decode(io.BytesIO(data), max_side, formats=_FORMATS, check_size=check_size)
     except ApiError:
         raise
     except UnidentifiedImageError:
         raise ApiError(400, f"'{param}': not a PNG, JPEG or WebP image", code="invalid_image", param=param) from None
     except Exception as err:  # Pillow raises OSError, ValueError, SyntaxError, struct.error … on broken data
         raise ApiError(400, f"'{param}': corrupt image ({type(err).__name__})", code="invalid_image", param=param) from None
-    if out.size != decoded:  # rotated by 90 degrees by its EXIF orientation
-        size = (size[1], size[0])
-    if max(out.size) > max_side:
-        out.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-    out.info["original_size"] = size
-    return out
 
 
 def thumbnail_jpeg(path: str, side: int = THUMBNAIL_SIDE) -> bytes | None:
