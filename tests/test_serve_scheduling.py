@@ -19,7 +19,7 @@ httpx = pytest.importorskip("httpx")
 from embedforge.encode import encode  # noqa: E402
 from embedforge.serve import ServeConfig, create_app  # noqa: E402
 from embedforge.serve.batcher import MicroBatcher, QueueFull  # noqa: E402
-from embedforge.serve.config import default_torch_threads  # noqa: E402
+from embedforge.serve.config import default_torch_threads, default_workers  # noqa: E402
 from embedforge.serve.passes import joined, plan_passes  # noqa: E402
 from embedforge.serve.pool import ReplicaPool, replicate  # noqa: E402
 from embedforge.serve.server import running_server  # noqa: E402
@@ -227,6 +227,13 @@ def test_default_threads_leave_a_core_and_are_shared_by_workers() -> None:
     assert ServeConfig(workers=2).threads_per_worker() == default_torch_threads(2)
 
 
+def test_default_workers_are_one_per_core_up_to_four() -> None:
+    assert [default_workers(cores=n) for n in (1, 2, 3, 4, 16)] == [1, 2, 3, 4, 4]
+    assert ServeConfig().workers == default_workers()  # what `embedforge serve` starts with no flags
+    assert ServeConfig(workers=1).workers == 1
+    assert ServeConfig().threads_per_worker() == default_torch_threads(default_workers())
+
+
 # ---- over HTTP ----
 
 
@@ -258,7 +265,7 @@ def test_openai_client_against_two_workers_and_a_small_budget(two_workers: str, 
 
 
 def test_a_full_queue_is_a_503_with_retry_after(tiny_model: Any, tiny_model_dir: Path) -> None:
-    config = ServeConfig(model=str(tiny_model_dir), max_queue=4, max_wait_ms=0)
+    config = ServeConfig(model=str(tiny_model_dir), max_queue=4, max_wait_ms=0, workers=1)  # one worker to block
     app = create_app(config, model=tiny_model)
     release = threading.Event()
     with running_server(app) as url, httpx.Client(base_url=url, timeout=30) as client:
@@ -290,7 +297,7 @@ def test_a_full_queue_is_a_503_with_retry_after(tiny_model: Any, tiny_model_dir:
 
 
 def test_a_request_that_waits_too_long_is_a_503_timeout_and_leaves_the_queue(tiny_model: Any, tiny_model_dir: Path) -> None:
-    config = ServeConfig(model=str(tiny_model_dir), request_timeout_s=0.3, max_wait_ms=0)
+    config = ServeConfig(model=str(tiny_model_dir), request_timeout_s=0.3, max_wait_ms=0, workers=1)  # one worker to block
     app = create_app(config, model=tiny_model)
     release = threading.Event()
     with running_server(app) as url, httpx.Client(base_url=url, timeout=30) as client:
@@ -322,7 +329,8 @@ def test_cli_flags_reach_the_config() -> None:
     assert (config.workers, config.max_batch_tokens, config.max_queue, config.torch_threads) == (3, 1000, 10, 0)
     assert config.threads_per_worker() is None
     default = config_from_args(build_parser().parse_args(["serve", "--model", "m"]))
-    assert default.torch_threads is None and default.threads_per_worker() == default_torch_threads(1)
+    assert default.torch_threads is None and default.threads_per_worker() == default_torch_threads(default_workers())
+    assert (default.workers, default.device, default.precision) == (default_workers(), "auto", "auto")
 
 
 def test_two_workers_serve_an_onnx_int8_model(tiny_model_dir: Path, tmp_path: Path) -> None:

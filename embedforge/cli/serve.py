@@ -6,7 +6,13 @@ import argparse
 import os
 
 from embedforge.errors import InputError
-from embedforge.serve.config import MAX_AUTO_THREADS, ServeConfig, default_torch_threads
+from embedforge.serve.config import (
+    MAX_AUTO_THREADS,
+    MAX_AUTO_WORKERS,
+    PRECISIONS,
+    ServeConfig,
+    default_torch_threads,
+)
 
 __all__ = ["register", "config_from_args"]
 
@@ -73,16 +79,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         type=int,
         metavar="N",
         help="torch threads per worker (default: the usable cores minus one, shared among the workers, "
-        f"1 to {MAX_AUTO_THREADS}: {default_torch_threads()} here with one worker; one core is left to HTTP, JSON and tokenising, and "
-        "a torch team as wide as the machine stalls on a busy one); 0: torch's own choice, one per core",
+        f"1 to {MAX_AUTO_THREADS}: {default_torch_threads(_DEFAULTS.workers)} here with {_DEFAULTS.workers} worker(s); a torch team "
+        "as wide as the machine stalls on a busy one); 0: torch's own choice, one per core",
     )
     p.add_argument(
         "--workers",
         type=int,
         metavar="N",
         default=_DEFAULTS.workers,
-        help="inference threads, each with its own batcher and model replica (weights shared); "
-        "for machines with cores to spare (default: %(default)s)",
+        help="inference threads, each with its own batcher and model replica (weights shared) "
+        f"(default: one per usable core, 1 to {MAX_AUTO_WORKERS}: %(default)s here)",
+    )
+    p.add_argument(
+        "--device",
+        default=_DEFAULTS.device,
+        metavar="DEVICE",
+        help="where the model runs: auto (a CUDA GPU when torch sees one, else the CPU), cpu, cuda or cuda:N; "
+        "compressed ONNX/OpenVINO models run their PyTorch weights on a GPU (default: %(default)s)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=_DEFAULTS.precision,
+        help="forward passes under autocast: auto is float16 on a GPU and float32 on the CPU (default: %(default)s)",
     )
     p.add_argument(
         "--max-batch-tokens",
@@ -153,6 +172,8 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         image_root=args.image_root,
         max_images=args.max_images,
         max_image_bytes=args.max_image_bytes,
+        device=args.device,
+        precision=args.precision,
     )
 
 

@@ -64,7 +64,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         restore_threads = _set_threads(config)
-        loaded = model if model is not None else load_model(config.model)
+        loaded = model if model is not None else load_model(config.model, device=config.model_device())
         coll = collection
         if coll is None and config.collection:
             coll = open_collection(config.collection)

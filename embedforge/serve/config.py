@@ -8,13 +8,18 @@ from dataclasses import dataclass
 
 from embedforge.errors import InputError
 
-__all__ = ["ServeConfig", "available_cores", "default_torch_threads"]
+__all__ = ["ServeConfig", "available_cores", "default_torch_threads", "default_workers"]
 
 # Most torch threads the automatic choice gives one worker. A single short text's forward pass
 # gains little past a few threads, and a team of T threads stalls whenever any one of them is
 # descheduled, which on a busy machine grows more likely with T. More throughput on a big machine
 # comes from --workers (independent batchers that do not wait on each other), not from wider teams.
 MAX_AUTO_THREADS = 4
+
+# Most workers the automatic choice starts. The workers are threads of one process: the Python
+# around each forward pass (tokenising, module calls, pooling) holds the GIL, so past a few workers
+# requests/s stops growing; wider machines get wider torch teams per worker instead.
+MAX_AUTO_WORKERS = 4
 
 
 def available_cores() -> int:
@@ -23,6 +28,19 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not on Linux
         return os.cpu_count() or 1
+
+
+def default_workers(cores: int | None = None) -> int:
+    """Workers when ``--workers`` is not given: one per usable core, 1 to 4.
+
+    Measured on 2 cores against infinity-emb (BENCHMARKS.md, serving): one worker with one torch
+    thread levels off at ~160 requests/s from concurrency 32 on, as infinity does, while two
+    workers of one thread each reach ~270 with a lower p99, idle, and stay ahead on a busy machine.
+    The replicas share the weight tensors, so a worker costs a tokenizer and module copies, not a
+    second model in memory.
+    """
+    cores = available_cores() if cores is None else cores
+    return max(1, min(MAX_AUTO_WORKERS, cores))
 
 
 def default_torch_threads(workers: int = 1, cores: int | None = None) -> int:
@@ -36,6 +54,15 @@ def default_torch_threads(workers: int = 1, cores: int | None = None) -> int:
     """
     cores = available_cores() if cores is None else cores
     return max(1, min(MAX_AUTO_THREADS, (cores - 1) // max(1, workers)))
+
+
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+
+
+def _is_cuda(device: str) -> bool:
+    """``cuda`` or ``cuda:N``."""
+    name, _, index = device.partition(":")
+    return name == "cuda" and (not index or index.isdigit())
 
 
 @dataclass(frozen=True)
@@ -63,7 +90,7 @@ class ServeConfig:
     normalize: bool = True  # L2-normalise embeddings, as OpenAI's are (dot product = cosine)
     request_timeout_s: float = 120.0  # longest a request waits for its encode before a 503
     torch_threads: int | None = None  # torch threads per worker; None: default_torch_threads() (cores - 1 spread over the workers, 1..4); 0: torch's own (one per core)
-    workers: int = 1  # inference threads, each with its own model replica (weights shared) and batcher; more only pays with spare cores
+    workers: int = dataclasses.field(default_factory=default_workers)  # inference threads, each with its own model replica (weights shared) and batcher; default: one per usable core, 1..4
     max_batch_tokens: int = 4096  # padded tokens (texts x longest) per forward pass: 64 sentences fit, 16 texts of 256 tokens (as fast per text as 64: measured); long texts go in passes of their own
     max_queue: int = 4096  # texts waiting per worker; past it a request gets 503 `overloaded` + Retry-After (~20 s of MiniLM work on one core)
     search_batching: bool = True  # concurrent /v1/search requests share one query encode and index search; False: one each
@@ -74,6 +101,8 @@ class ServeConfig:
     image_root: str | None = None  # a folder whose images `"modality": "image"` inputs may name by path; none: data URIs only
     max_images: int = 64  # most images per request: each is held decoded (up to 3 MB at 1024 px) until the model has it
     max_image_bytes: int = 16 * 1024 * 1024  # largest encoded image (a data URI's decoded bytes, or a file under image_root)
+    device: str = "auto"  # where the served model runs: "auto" (the first CUDA GPU when torch sees one, else the CPU), "cpu", "cuda", "cuda:N"
+    precision: str = "auto"  # forward passes under autocast: "auto" (float16 on a GPU, float32 on the CPU), "float32", "bfloat16", "float16"
 
     def __post_init__(self) -> None:
         for name in ("max_batch_size", "max_inputs", "max_text_chars", "max_body_bytes", "max_header_bytes"):
@@ -94,6 +123,10 @@ class ServeConfig:
             raise InputError("image_root must not be empty (None: no image paths)")
         if any(not host for host in self.allowed_hosts):
             raise InputError("an allowed host must not be empty")
+        if self.device != "auto" and self.device != "cpu" and not _is_cuda(self.device):
+            raise InputError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         for name in ("header_timeout_s", "keep_alive_s"):
             if not getattr(self, name) > 0:
                 raise InputError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -103,6 +136,21 @@ class ServeConfig:
         if self.torch_threads is None:
             return default_torch_threads(self.workers)
         return self.torch_threads or None
+
+    def model_device(self) -> str:
+        """The device the model is loaded on: ``device``, with ``auto`` resolved (CUDA when torch sees a GPU)."""
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def model_precision(self, device: str) -> str:
+        """The autocast precision on ``device``: ``precision``, with ``auto`` as float16 on a GPU, float32 on a CPU
+        (CPUs without bf16/fp16 units, such as AVX2-only ones, run half precision slower than float32)."""
+        if self.precision != "auto":
+            return self.precision
+        return "float16" if _is_cuda(device) else "float32"
 
     def replace(self, **changes: object) -> ServeConfig:
         """A copy with some fields changed (validated again)."""

@@ -17,12 +17,12 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
-from embedforge.encode import encode
+from embedforge.encode import Precision, encode
 from embedforge.errors import InputError
 from embedforge.images.model import supports_images
 from embedforge.models import BUNDLED_MODELS, embedding_dim, resolve_model
@@ -159,9 +159,11 @@ class Service:
         return batchers[0] if len(batchers) == 1 else ReplicaPool(batchers)
 
     def _encode_with(self, model: SentenceTransformer) -> Callable[[list[str]], np.ndarray]:
+        precision = cast(Precision, self.config.model_precision(str(model.device)))
+
         def run(texts: list[str]) -> np.ndarray:
             return encode(model, texts, batch_size=self.config.max_batch_size, normalize=self.config.normalize,
-                          show_progress=False)
+                          show_progress=False, precision=precision)
 
         return run
 
