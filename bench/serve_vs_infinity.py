@@ -25,7 +25,8 @@ How it is measured:
 * before the timed runs, each server's vectors for a few sentences are compared with the first
   server's (infinity's default pooling for some models is not the model's own).
 
-Extra embedforge rows: ``--workers 1 2`` (scaling), ``--variant 'wait5=--max-wait-ms 5'`` (other
+Extra rows: ``--workers 1`` (explicit worker counts beside the default of one per core: scaling),
+``--infinity-threads 1 2`` (infinity at several OMP_NUM_THREADS, e.g. its own default of one per core), ``--variant 'wait5=--max-wait-ms 5'`` (other
 flags, to check a default against its alternatives in the same run), ``--compressed DIR`` (a
 compressed model directory, e.g. ONNX int8 from ``embedforge compress``, served with default flags).
 
@@ -132,10 +133,10 @@ def _vectors(url: str, model: str, texts: list[str]) -> Any:
 def servers(args: argparse.Namespace, threads: int) -> list[tuple[str, Any, str]]:
     """(label, a function starting the server, the model it serves) in the order of one round."""
     out: list[tuple[str, Any, str]] = []
+    out.append(("embedforge", lambda: Server(args.model, batching=True, extra=[]), args.model))  # default flags
     for workers in args.workers:
-        extra = [] if workers == 1 else ["--workers", str(workers)]
-        label = "embedforge" if workers == 1 else f"embedforge --workers {workers}"
-        out.append((label, lambda extra=extra: Server(args.model, batching=True, extra=extra), args.model))
+        extra = ["--workers", str(workers)]
+        out.append((f"embedforge --workers {workers}", lambda extra=extra: Server(args.model, batching=True, extra=extra), args.model))
     for variant in args.variant:
         label, _, flags = variant.partition("=")
         out.append((f"embedforge {label}", lambda flags=flags: Server(args.model, batching=True, extra=flags.split()), args.model))
@@ -144,13 +145,15 @@ def servers(args: argparse.Namespace, threads: int) -> list[tuple[str, Any, str]
     if not args.no_infinity:
         cli = setup_infinity(args.infinity_venv)
         model_dir = resolve_model(args.model)
-        out.append(("infinity-emb", lambda: Infinity(model_dir, name=args.model, threads=threads, cli=cli), args.model))
+        for n in args.infinity_threads or [threads]:
+            label = "infinity-emb" if n == threads else f"infinity-emb OMP_NUM_THREADS={n}"
+            out.append((label, lambda n=n: Infinity(model_dir, name=args.model, threads=n, cli=cli), args.model))
     return out
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     texts = make_texts(max(args.requests, 64))
-    threads = default_torch_threads(1)
+    threads = default_torch_threads(ServeConfig().workers)  # one default worker's torch threads
     ceiling_args = argparse.Namespace(torch_threads=threads, max_batch_size=ServeConfig().max_batch_size, model=args.model)
     ceilings = {args.model: model_ceiling(ceiling_args, texts)}
     for directory in args.compressed:
@@ -193,7 +196,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                                 "max_batch_size": ServeConfig().max_batch_size,
                                 "max_batch_tokens": ServeConfig().max_batch_tokens, "max_wait_ms": ServeConfig().max_wait_ms},
         "infinity": {"version": INFINITY_SPEC, "flags": f"--engine torch --device cpu --batch-size {INFINITY_BATCH}",
-                     "omp_num_threads": threads} if not args.no_infinity else None,
+                     "omp_num_threads": args.infinity_threads or [threads]} if not args.no_infinity else None,
         "busy": f"{args.burners} process(es) running `while True: pass` beside the server" if "busy" in args.load else None,
         "load_client": f"{client_name()} async client on 127.0.0.1, same machine (it shares the cores)",
         "usable_cores": available_cores(),
@@ -232,13 +235,16 @@ def verdicts(result: dict[str, Any]) -> list[str]:
     lines = []
     for load in dict.fromkeys(r["load"] for r in result["summary"]):
         for c in sorted({r["concurrency"] for r in result["summary"]}):
-            ours, theirs = rows.get((load, "embedforge", c)), rows.get((load, "infinity-emb", c))
-            if ours and theirs:
+            ours = rows.get((load, "embedforge", c))
+            for anchor in dict.fromkeys(r["server"] for r in result["summary"] if r["server"].startswith("infinity-emb")):
+                theirs = rows.get((load, anchor, c))
+                if not (ours and theirs):
+                    continue
                 faster = ours["requests_per_s"] >= theirs["requests_per_s"]
                 tail = ours["p99_ms"] <= theirs["p99_ms"]
-                lines.append(f"{load}, concurrency {c}: requests/s {'≥' if faster else '<'} infinity "
+                lines.append(f"{load}, concurrency {c}: requests/s {'≥' if faster else '<'} {anchor} "
                              f"({ours['requests_per_s']:.0f} vs {theirs['requests_per_s']:.0f}), p99 "
-                             f"{'≤' if tail else '>'} infinity ({ours['p99_ms']:.0f} vs {theirs['p99_ms']:.0f} ms)")
+                             f"{'≤' if tail else '>'} {anchor} ({ours['p99_ms']:.0f} vs {theirs['p99_ms']:.0f} ms)")
     idle, busy = rows.get(("idle", "embedforge", 1)), rows.get(("busy", "embedforge", 1))
     if idle and busy:
         ok = busy["requests_per_s"] * 2 >= idle["requests_per_s"]
@@ -258,10 +264,10 @@ def markdown_table(result: dict[str, Any]) -> str:
         f"setting (at most {result['max_seconds_per_setting']:.0f} s), {result['rounds']} rounds alternating "
         f"{' / '.join(result['order'])}; median over rounds (requests/s range in brackets). Load from {result['load_client']}. "
         f"Machine: {m.get('cpu')}, {result['usable_cores']} usable cores, torch {m.get('torch')}. "
-        f"embedforge with default flags ({d['torch_threads']} torch thread(s), {d['workers']} worker, batches of up to "
+        f"embedforge with default flags ({d['workers']} worker(s) of {d['torch_threads']} torch thread(s), batches of up to "
         f"{d['max_batch_size']} texts / {d['max_batch_tokens']} tokens, {d['max_wait_ms']} ms wait)"
         + (f"; {result['infinity']['version']} with `{result['infinity']['flags']}`, OMP_NUM_THREADS="
-           f"{result['infinity']['omp_num_threads']}" if result.get("infinity") else "")
+           f"{'/'.join(str(n) for n in result['infinity']['omp_num_threads'])}" if result.get("infinity") else "")
         + (f". Busy: {result['busy']}." if result.get("busy") else "."),
         "",
         f"Model alone (no HTTP, same threads): {alone['single_text_per_s']:.0f} texts/s one at a time, "
@@ -296,7 +302,10 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=32, help="uncounted requests after each server start")
     parser.add_argument("--load", nargs="+", choices=["idle", "busy"], default=["idle"], help="machine states to measure")
     parser.add_argument("--burners", type=int, default=1, help="CPU-spinning processes in the busy state (default: %(default)s)")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1], help="embedforge --workers values to measure (default: 1)")
+    parser.add_argument("--workers", type=int, nargs="*", default=[], help="explicit embedforge --workers values to measure "
+                        "beside the default flags (default: none)")
+    parser.add_argument("--infinity-threads", type=int, nargs="*", default=[], metavar="N",
+                        help="OMP_NUM_THREADS values to run infinity with (default: one embedforge worker's torch threads)")
     parser.add_argument("--variant", action="append", default=[], metavar="LABEL=FLAGS",
                         help="another embedforge row with these serve flags, e.g. 'wait5=--max-wait-ms 5'; repeatable")
     parser.add_argument("--compressed", nargs="*", default=[], metavar="DIR", help="compressed model directories to serve too")
