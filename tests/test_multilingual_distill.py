@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -216,9 +217,9 @@ def test_command_defaults_are_the_configs() -> None:
                                       "--output", "o"])
     d = DistillConfig()
     assert (args.lr, args.batch_size, args.epochs, args.max_steps, args.warmup_ratio, args.max_length,
-            args.heldout_fraction, args.seed, args.save_steps, args.prompt_name) == (
+            args.heldout_fraction, args.seed, args.save_steps, args.prompt_name, args.projection) == (
         d.learning_rate, d.batch_size, d.epochs, d.max_steps, d.warmup_ratio, d.max_length,
-        d.heldout_fraction, d.seed, d.save_steps, d.prompt)
+        d.heldout_fraction, d.seed, d.save_steps, d.prompt, d.projection)
 
 
 # --- the command on bad input -----------------------------------------------------------------------
@@ -278,3 +279,39 @@ def test_english_texts_pull_the_students_english_onto_the_teacher(static_teacher
     training = (read_manifest(mono.output) or {})["training"]
     assert training["english_texts"] == len(extra)  # the held-out strings and the empty text were dropped
     assert training["train_pairs"] == plain.train_pairs == mono.train_pairs
+
+
+def test_projection_always_starts_from_the_least_squares_copy_of_the_teacher(static_teacher: Path, student_dir: Path,
+                                                                              tmp_path: Path) -> None:
+    """``projection="always"`` at equal dimensions: a Dense layer whose starting map is the least-squares one,
+    so the held-out MSE before any step is already below the plain student's; the saved model has it."""
+    from sentence_transformers.models import Dense
+
+    from embedforge.encode import encode
+    from embedforge.models import load_model
+
+    config = fast(max_steps=1, learning_rate=1e-9)  # one negligible step: the model saved is the starting one
+    plain = distill_multilingual(str(static_teacher), str(student_dir), {"xx": TOY}, tmp_path / "plain", config,
+                                 show_progress=False)
+    mapped = distill_multilingual(str(static_teacher), str(student_dir), {"xx": TOY}, tmp_path / "mapped",
+                                  replace(config, projection="always"), show_progress=False)
+    assert not plain.projection and mapped.projection
+    assert mapped.heldout["xx"]["mse_before"] < plain.heldout["xx"]["mse_before"]  # held-out strings: closer too
+    train, _ = split_heldout({"xx": TOY}, config.heldout_fraction, config.seed)
+    english = [e for e, _ in train["xx"]]
+    teacher = encode(load_model(static_teacher), english)
+    mapped_model, plain_model = load_model(mapped.output), load_model(plain.output)
+    # the strings the map was fitted on: far closer than the student's own vectors
+    assert embedding_mse(encode(mapped_model, english), teacher) < 0.7 * embedding_mse(encode(plain_model, english), teacher)
+    assert any(isinstance(m, Dense) for m in mapped_model)
+    assert not any(isinstance(m, Dense) for m in plain_model)
+
+
+def test_projection_never_refuses_a_student_of_another_dimension(tiny_model_dir: Path, tmp_path: Path) -> None:
+    student = _sentence_model(tmp_path / "s48", hidden=48, seed=2)
+    with pytest.raises(InputError, match="projection is 'never'"):
+        distill_multilingual(str(tiny_model_dir), str(student), {"xx": TOY[:40]}, tmp_path / "out",
+                             fast(projection="never"), show_progress=False)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(InputError, match="projection must be one of"):
+        DistillConfig(projection="sometimes")

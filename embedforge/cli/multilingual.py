@@ -126,6 +126,10 @@ def _register_distill(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=d.seed, help="held-out split and shuffling (default: %(default)s)")
     p.add_argument("--prompt-name", default=d.prompt,
                    help="prompt of each model to use where it defines one (default: %(default)r; e5: 'query: ')")
+    p.add_argument("--projection", choices=["auto", "always", "never"], default=d.projection,
+                   help="a Dense layer after the student, started as the least-squares map of its English vectors "
+                        "onto the teacher's: auto when their dimensions differ, always (also when they match: "
+                        "training starts at the best linear copy of the teacher), never (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_distill_multilingual)
@@ -149,7 +153,7 @@ def cmd_distill_multilingual(args: argparse.Namespace) -> int:
     config = DistillConfig(
         learning_rate=args.lr, batch_size=args.batch_size, epochs=args.epochs, max_steps=args.max_steps,
         warmup_ratio=args.warmup_ratio, max_length=args.max_length, heldout_fraction=args.heldout_fraction,
-        seed=args.seed, save_steps=args.save_steps, prompt=args.prompt_name or None,
+        seed=args.seed, save_steps=args.save_steps, prompt=args.prompt_name or None, projection=args.projection,
     )
     if len(set(args.parallel)) != len(args.parallel):
         raise InputError("--parallel: the same file is given twice")
@@ -163,7 +167,7 @@ def cmd_distill_multilingual(args: argparse.Namespace) -> int:
                                   overwrite=args.overwrite, show_progress=not args.no_progress, english=english)
     resumed = f", resumed from {result.resumed_from}" if result.resumed_from else ""
     print(f"distilled {args.teacher} into {args.student}: {result.train_pairs} pairs, {result.steps} steps in "
-          f"{result.seconds:.0f}s{resumed}{' (with a Dense projection to the teacher dimension)' if result.projection else ''}")
+          f"{result.seconds:.0f}s{resumed}{' (with a Dense projection onto the teacher space)' if result.projection else ''}")
     if result.heldout:
         print(f"held-out EN->X top-1 on {result.heldout_strings} English strings (before -> after; teacher):")
         for lang, r in result.heldout.items():
