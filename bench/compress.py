@@ -58,12 +58,13 @@ def rows(quick: bool, static: bool) -> dict[str, CompressConfig | None]:
         }
     table: dict[str, CompressConfig | None] = {"teacher": None}
     for n in (4, 3, 2, 1):
-        table[f"layers-{n}"] = CompressConfig(layers=n)
+        table[f"layers-{n}"] = student_config(f"layers-{n}")
+    table["layers-4x3"] = student_config("layers-4x3")  # the 4-layer student distilled for 3 epochs instead of 1
     for d in (256, 128, 64):
         table[f"pca-{d}"] = CompressConfig(dim=d)
     for q in ("onnx-fp32", "onnx-int8", "openvino-fp32", "openvino-int8"):
         table[q] = CompressConfig(quantize=q)
-    for n in (4, 3, 2):
+    for n in ("4", "4x3", "3", "2"):
         table[f"layers-{n}+openvino-fp32"] = CompressConfig(quantize="openvino-fp32")
     for n in (3, 2):
         for q in ("onnx-int8", "openvino-int8"):
@@ -72,6 +73,13 @@ def rows(quick: bool, static: bool) -> dict[str, CompressConfig | None]:
     if static:
         table["static-256"] = CompressConfig(static=True, dim=256)
     return table
+
+
+def student_config(name: str) -> CompressConfig:
+    """The layer-distillation config a student row's name spells: ``layers-N`` (1 epoch) or ``layers-NxE``
+    (E epochs over the same texts)."""
+    layers, _, epochs = name.removeprefix("layers-").partition("x")
+    return CompressConfig(layers=int(layers), epochs=float(epochs or 1))
 
 
 def loadavg() -> float:
@@ -119,8 +127,8 @@ def make_row(name: str, config: CompressConfig, texts: list[str], cache: Path, f
     out = cache / name
     source = "minilm"
     if name.startswith("layers-") and "+" in name:
-        source = str(make_row(name.split("+")[0], CompressConfig(layers=int(name.split("+")[0][7:])), texts, cache,
-                              force=False))
+        student = name.split("+")[0]
+        source = str(make_row(student, student_config(student), texts, cache, force=False))
     manifest = read_manifest(out) if out.is_dir() else None
     info = (manifest or {}).get("compress", {})
     if force or manifest is None or info.get("config") != config.to_dict() or info.get("teacher") != source:

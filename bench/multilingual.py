@@ -223,7 +223,7 @@ def run_distillation(args: argparse.Namespace, pairs: dict[str, dict[str, str]])
     """(d): distil the teacher into the student on ``pairs``; held-out strings, a held-out language, STS-B."""
     from embedforge.models import load_model
 
-    config = DistillConfig(heldout_fraction=args.distill_heldout_fraction, seed=args.seed,
+    config = DistillConfig(heldout_fraction=args.distill_heldout_fraction, seed=args.seed, projection=args.distill_projection,
                            **({"max_steps": args.distill_max_steps} if args.distill_max_steps else {}),
                            **({"epochs": args.distill_epochs} if args.distill_epochs else {}))
     parallel = {lang: sorted(tr.items()) for lang, tr in pairs.items()}
@@ -263,9 +263,11 @@ def run_distillation(args: argparse.Namespace, pairs: dict[str, dict[str, str]])
 def distill_markdown(d: dict[str, Any]) -> list[str]:
     rows = {**d["heldout_strings_top1"], **d["heldout_language_top1"]}
     mono = f" and {d['english_texts']} English Wikipedia sentences (text, text)" if d.get("english_texts") else ""
+    proj = (", a Dense layer after the student started at the least-squares map of its English vectors onto the "
+            "teacher's, so \"before\" is that mapped student" if d["projection"] else "")
     lines = ["", f"Distillation (Reimers & Gurevych 2020): teacher `{d['teacher']}`, student `{d['student']}`, MSE on "
              f"{d['train_pairs']} pairs of {', '.join(d['train_langs'])}{mono} ({d['steps']} steps, {d['seconds']:.0f} s"
-             f"{', Dense projection' if d['projection'] else ''}); {d['heldout_strings']} English strings held out in "
+             f"{proj}); {d['heldout_strings']} English strings held out in "
              "every language. EN→X top-1 with the student on both sides:", "",
              "| held out | n | student before | student after | teacher |", "|---|---|---|---|---|"]
     for name, r in rows.items():
@@ -273,8 +275,14 @@ def distill_markdown(d: dict[str, Any]) -> list[str]:
     s = d["stsb"]
     if s["teacher"] is not None:
         cut = f" (first {s['pairs_limit']} pairs)" if s["pairs_limit"] else ""
-        lines += ["", f"English STS-B test{cut}, Spearman × 100: teacher {s['teacher']:.2f}, student before "
+        lines += ["", f"English STS-B test{cut}, Spearman × 100: teacher {s['teacher']:.2f}, student as imported "
                   f"{s['student_before']:.2f}, student after {s['student_after']:.2f}."]
+        mean = d["heldout_strings_top1"].get("mean", {}).get("top1_after")
+        if mean is not None:
+            ok_top1, ok_sts = mean >= 0.85, s["student_after"] >= s["teacher"] - 1.0
+            lines += ["", f"Target (EN→X top-1 on held-out strings ≥ 0.85 averaged, English STS-B within 1 point of "
+                      f"the teacher): top-1 {mean:.3f} ({'met' if ok_top1 else 'NOT met'}), STS-B "
+                      f"{s['student_after'] - s['teacher']:+.2f} ({'met' if ok_sts else 'NOT met'})."]
     return lines
 
 
@@ -298,7 +306,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"commit {m.get('commit')}. Strings: English UI strings of 3+ words with a one-to-one translation in "
         f"Django's .po files ({', '.join(f'{lang} {n}' for lang, n in results['strings'].items())}). "
         "Every text gets the `query: ` prompt where the model has one."
-        + (f" Retrieval, mining, fidelity and speed are those of the run at commit {results['reused_from']} "
+        + (f" Retrieval, mining, fidelity, speed and English quality are those of the runs at commit {results['reused_from']} "
            "(`--reuse-results`); the rest was measured at the commit above." if results.get("reused_from") else ""),
         "",
         "EN→X retrieval, top-1 among the language's translations:",
@@ -358,10 +366,13 @@ def main() -> None:
     parser.add_argument("--distill-max-steps", type=int, help="smoke test: stop after N steps")
     parser.add_argument("--distill-english", type=int, default=2000,
                         help="English Wikipedia sentences the student also copies the teacher on (default: %(default)s)")
+    parser.add_argument("--distill-projection", choices=["auto", "always", "never"], default=DistillConfig().projection,
+                        help="DistillConfig.projection: always = start from the least-squares map onto the teacher "
+                             "(default: %(default)s)")
     parser.add_argument("--no-english", dest="english", action="store_false",
                         help="skip part (b): English STS-B / SciFact of the imported model and MiniLM")
     parser.add_argument("--reuse-results", action="store_true",
-                        help="take parts (a) and (c) from bench/results/multilingual.json instead of measuring them again")
+                        help="take parts (a), (b) and (c) from bench/results/multilingual.json instead of measuring them again")
     parser.add_argument("--distill-output", default=str(CACHE / "multilingual-distilled"),
                         help="where the student is saved (resumes from DIR.partial; default: %(default)s)")
     args = parser.parse_args()
@@ -397,13 +408,17 @@ def main() -> None:
         if old.get("langs") != args.langs or old.get("limit") != args.limit:
             parser.error("--reuse-results: the saved run used other --langs / --limit")
         results["models"], results["fidelity"] = old["models"], old.get("fidelity")
-        results["reused_from"] = old["machine"].get("commit")
+        if old.get("english"):
+            results["english"] = old["english"]
+        # the commits the reused parts were measured at (a reused result may itself reuse an older one)
+        commits = [c for c in (old.get("reused_from"), old["machine"].get("commit")) if c]
+        results["reused_from"] = " and ".join(dict.fromkeys(c for text in commits for c in text.split(" and ")))
     else:
         for name in args.models:
             results["models"][name], vectors[name] = run_model(name, pairs, tasks, fid_texts, args)
     if IMPORTED in vectors and ENGINE in vectors:
         results["fidelity"] = fidelity(vectors[IMPORTED], vectors[ENGINE], fid_groups)
-    if args.english:
+    if args.english and "english" not in results:
         results["english"] = english_quality([IMPORTED, "minilm"], args.limit)
     if args.distill:
         if args.distill_heldout_lang in args.langs:
