@@ -1,7 +1,7 @@
 """A picture of a corpus: 2D projection, a self-contained interactive HTML page, a PNG.
 
 * :func:`project_2d` — UMAP (cosine, seeded) when ``umap-learn`` is installed, else PCA.
-* :func:`render_html` / :func:`write_html` — one HTML file, no network: the data sits inline as
+* :func:`render_html` / :func:`write_html` — one HTML file (the page is ``static/map.html``), no network: the data sits inline as
   JSON and a small inline script draws the points on a ``<canvas>``. Hover shows a text and its
   cluster's keywords (an image map: the image's thumbnail and file name), colour = cluster, a
   search box (or ``#q=word`` in the URL) highlights the texts containing a string; ``#tip=i``
@@ -25,6 +25,7 @@ import os
 import textwrap
 import warnings
 from collections.abc import Mapping, Sequence
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -188,7 +189,8 @@ def render_html(
     # inside <script> only "</" could end the element early; \u escapes keep the JSON valid
     payload = payload.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     payload = payload.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
-    return _TEMPLATE.replace("__TITLE__", html.escape(title)).replace("__DATA__", payload)
+    template = resources.files("embedforge").joinpath("static/map.html").read_text(encoding="utf-8")  # the page, two slots
+    return template.replace("__TITLE__", html.escape(title)).replace("__DATA__", payload)
 
 
 def write_html(
@@ -352,151 +354,3 @@ def write_png(
     with atomic_write(path, "wb") as f:
         f.write(buf.getvalue())
     return Path(path)
-
-
-_TEMPLATE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>__TITLE__</title>
-<style>
-  html, body { margin: 0; height: 100%; font: 14px system-ui, sans-serif; color: #222; }
-  body { display: flex; flex-direction: column; }
-  header { display: flex; gap: 12px; align-items: center; padding: 8px 12px; border-bottom: 1px solid #ddd; }
-  header h1 { font-size: 16px; margin: 0; font-weight: 600; }
-  #search { flex: 0 1 320px; padding: 4px 8px; font-size: 14px; }
-  #status { color: #666; }
-  main { flex: 1; display: flex; min-height: 0; }
-  #plot { flex: 1; position: relative; min-width: 0; }
-  canvas { width: 100%; height: 100%; display: block; }
-  #legend { width: 280px; overflow-y: auto; border-left: 1px solid #ddd; padding: 8px; font-size: 12px; }
-  #legend div { margin: 3px 0; }
-  #legend span.sw { display: inline-block; width: 10px; height: 10px; border-radius: 5px; margin-right: 6px; }
-  #tip { position: absolute; pointer-events: none; display: none; max-width: 380px; background: #fff;
-         border: 1px solid #999; border-radius: 4px; padding: 6px 8px; box-shadow: 0 2px 6px rgba(0,0,0,.2); }
-  #tip small { color: #666; display: block; margin-top: 4px; }
-  #tip img { display: block; margin-bottom: 4px; image-rendering: auto; }
-</style>
-</head>
-<body>
-<header><h1>__TITLE__</h1>
-  <input id="search" type="search" placeholder="highlight texts containing…" aria-label="search texts">
-  <span id="status"></span></header>
-<main><div id="plot"><canvas id="canvas"></canvas><div id="tip"></div></div><div id="legend"></div></main>
-<script id="data" type="application/json">__DATA__</script>
-<script>
-(function () {
-  "use strict";
-  var D = JSON.parse(document.getElementById("data").textContent);
-  var n = D.t.length, color = {}, kw = {};
-  D.clusters.forEach(function (c) { color[c.id] = c.color; kw[c.id] = c.keywords; });
-  var lower = D.t.map(function (t) { return t.toLowerCase(); });
-  var canvas = document.getElementById("canvas"), ctx = canvas.getContext("2d");
-  var tip = document.getElementById("tip"), box = document.getElementById("search");
-  var status = document.getElementById("status"), plot = document.getElementById("plot");
-  var px = new Float64Array(n), py = new Float64Array(n), match = null, grid = {}, CELL = 16, PAD = 14;
-
-  function layout() {
-    var r = plot.getBoundingClientRect(), dpr = window.devicePixelRatio || 1;
-    var w = Math.max(r.width, 50), h = Math.max(r.height, 50);
-    canvas.width = Math.round(w * dpr); canvas.height = Math.round(h * dpr);
-    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    grid = {};
-    for (var i = 0; i < n; i++) {
-      px[i] = PAD + D.x[i] * (w - 2 * PAD); py[i] = PAD + (1 - D.y[i]) * (h - 2 * PAD);
-      var key = Math.floor(px[i] / CELL) + "," + Math.floor(py[i] / CELL);
-      (grid[key] = grid[key] || []).push(i);
-    }
-    return [w, h];
-  }
-  function draw() {
-    var size = layout(), drawn = 0, radius = n > 20000 ? 1.5 : n > 3000 ? 2.5 : 3.5;
-    ctx.clearRect(0, 0, size[0], size[1]);
-    for (var pass = 0; pass < 2; pass++) {          // non-matches first, highlighted matches on top
-      for (var i = 0; i < n; i++) {
-        var hit = match !== null && match[i];
-        if ((pass === 1) !== hit) continue;
-        ctx.globalAlpha = match === null ? 0.8 : (hit ? 1 : 0.12);
-        ctx.fillStyle = color[D.c[i]] || "#888";
-        ctx.beginPath();
-        ctx.arc(px[i], py[i], hit ? radius + 2 : radius, 0, 2 * Math.PI);
-        ctx.fill();
-        if (hit) { ctx.lineWidth = 1.5; ctx.strokeStyle = "#000"; ctx.stroke(); }
-        drawn++;
-      }
-    }
-    ctx.globalAlpha = 1;
-    document.body.dataset.pointsDrawn = String(drawn);
-    document.body.dataset.paintedPixels = String(painted());
-  }
-  function painted() {
-    try {
-      var img = ctx.getImageData(0, 0, canvas.width, canvas.height).data, count = 0;
-      for (var k = 3; k < img.length; k += 4) if (img[k] > 0) count++;
-      return count;
-    } catch (e) { return -1; }
-  }
-  function search(q) {
-    q = q.trim().toLowerCase();
-    var count = 0;
-    if (!q) { match = null; status.textContent = n + " " + D.noun; }
-    else {
-      match = lower.map(function (t) { return t.indexOf(q) >= 0; });
-      match.forEach(function (m) { if (m) count++; });
-      status.textContent = count + " of " + n + " " + D.noun + " contain \\u201c" + q + "\\u201d";
-    }
-    document.body.dataset.matches = String(count);
-    draw();
-  }
-  function nearest(mx, my) {
-    var best = -1, bestD = 64, cx = Math.floor(mx / CELL), cy = Math.floor(my / CELL);
-    for (var dx = -1; dx <= 1; dx++) for (var dy = -1; dy <= 1; dy++) {
-      (grid[(cx + dx) + "," + (cy + dy)] || []).forEach(function (i) {
-        var d = (px[i] - mx) * (px[i] - mx) + (py[i] - my) * (py[i] - my);
-        if (d < bestD) { bestD = d; best = i; }
-      });
-    }
-    return best;
-  }
-  function showTip(i, x, y) {                      // the hover card of point i at (x, y) in the plot
-    tip.textContent = "";
-    if (D.img && D.img[i]) {
-      var im = document.createElement("img");
-      im.src = "data:image/jpeg;base64," + D.img[i]; im.alt = D.t[i];
-      tip.appendChild(im);
-    }
-    tip.appendChild(document.createTextNode(D.t[i]));
-    var small = document.createElement("small"), c = D.c[i];
-    small.textContent = c < 0 ? "no cluster" : "cluster " + c + (kw[c] && kw[c].length ? ": " + kw[c].join(", ") : "");
-    tip.appendChild(small);
-    tip.style.display = "block";
-    tip.style.left = Math.min(x + 12, plot.getBoundingClientRect().width - 390) + "px";
-    tip.style.top = (y + 12) + "px";
-  }
-  canvas.addEventListener("mousemove", function (ev) {
-    var r = canvas.getBoundingClientRect(), i = nearest(ev.clientX - r.left, ev.clientY - r.top);
-    if (i < 0) { tip.style.display = "none"; return; }
-    showTip(i, ev.clientX - r.left, ev.clientY - r.top);
-  });
-  canvas.addEventListener("mouseleave", function () { tip.style.display = "none"; });
-  box.addEventListener("input", function () { search(box.value); });
-  var legend = document.getElementById("legend");
-  D.clusters.forEach(function (c) {
-    var row = document.createElement("div"), sw = document.createElement("span");
-    sw.className = "sw"; sw.style.background = c.color; row.appendChild(sw);
-    row.appendChild(document.createTextNode((c.id < 0 ? "noise" : "cluster " + c.id) + " (" + c.size + ")" +
-      (c.keywords.length ? ": " + c.keywords.join(", ") : "")));
-    legend.appendChild(row);
-  });
-  window.addEventListener("resize", draw);
-  if (D.img) box.placeholder = "highlight file names containing\u2026";
-  var initial = /^#q=(.*)$/.exec(location.hash), pinned = /^#tip=(\\d+)$/.exec(location.hash);
-  box.value = initial ? decodeURIComponent(initial[1]) : "";
-  search(box.value);
-  if (pinned && +pinned[1] < n) showTip(+pinned[1], px[+pinned[1]], py[+pinned[1]]);  // #tip=i: point i's card
-})();
-</script>
-</body>
-</html>
-"""
