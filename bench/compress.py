@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import CACHE, machine, update_section, write_result  # noqa: E402
+from _common import CACHE, RESULTS, machine, update_section, write_result  # noqa: E402
 
 from embedforge.compress import CompressConfig, compress  # noqa: E402
 from embedforge.corpus import join_title, read_documents, read_records  # noqa: E402
@@ -231,6 +231,12 @@ def markdown_table(res: dict[str, Any]) -> str:
             f"| {_num(r['fidelity_cos'], 4)} | {_num(r['fidelity_knn'], 3)} |"
         )
     m = res["machine"]
+    runs = ""
+    if res.get("earlier_runs"):
+        now = [n for n, r in res["rows"].items() if r.get("run") == m.get("commit")]
+        runs = (f" Rows measured in this run (commit {m.get('commit')}): {', '.join(now)}; the others in earlier runs ("
+                + "; ".join(f"commit {e['commit']}, load {e['load_start']:.2f} at start, {e['load_max']:.2f} at most"
+                            for e in res["earlier_runs"]) + "), each alternating with the teacher in its own run.")
     taus = ", ".join(f"{k} {v:.2f}" if v is not None else f"{k} n/a" for k, v in res["kendall_tau"].items())
     return (
         f"## Compression, `bench/compress.py`\n\nTeacher: bundled all-MiniLM-L6-v2; students distilled on "
@@ -238,7 +244,7 @@ def markdown_table(res: dict[str, Any]) -> str:
         f"median of {res['reps']} alternating with plain sentence-transformers `encode` of the teacher; "
         f"{m['cpu']}, {m['cores']} cores, load average {res['load_start']:.2f} at start, {res['load_end']:.2f} at end, "
         f"{res['load_max']:.2f} at most around a speed run (a ratio measured under load is measured alternating with "
-        f"the teacher, so both sides saw it).\n\n"
+        f"the teacher, so both sides saw it).{runs}\n\n"
         + "\n".join(lines)
         + "\n\nFidelity: the label-free numbers `compress` stores in the manifest, on the held-out texts: mean cosine "
         "to the teacher (for PCA rows, of the vector mapped back to the teacher's space against the centred teacher "
@@ -260,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--force", action="store_true", help="recompress even when a cached row matches")
     parser.add_argument("--rows", help="comma-separated row names to run (the teacher always runs); default: all")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the rows of bench/results/compress.json not run now (each row's speed is its own "
+                             "alternation with the teacher, so rows of two runs compare; the table says which run)")
     parser.add_argument("--prepare", action="store_true",
                         help="build every row and measure its quality (cached), no speed runs and no result: "
                              "the long part, which need not run on a quiet machine")
@@ -337,6 +346,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.prepare:
         print("prepared: every row built and its quality cached; run again without --prepare on a quiet machine")
         return 0
+    commit = machine().get("commit")
+    for r in results.values():
+        r["run"] = commit
+    earlier: list[dict[str, Any]] = []
+    if args.merge and not quick:
+        old = json.loads((RESULTS / "compress.json").read_text(encoding="utf-8"))
+        kept = {name: {**r, "run": r.get("run") or old["machine"].get("commit")}
+                for name, r in old["rows"].items() if name not in results}
+        results.update(kept)
+        earlier = [run for run in [*old.get("earlier_runs", []),
+                                   {k: old.get(k) for k in ("load_start", "load_end", "load_max")}
+                                   | {"commit": old["machine"].get("commit")}]
+                   if any(r["run"] == run["commit"] for r in kept.values())]
     order = list(rows(quick, static=True))
     results = dict(sorted(results.items(), key=lambda item: order.index(item[0]) if item[0] in order else len(order)))
     teacher_row = results["teacher"]
@@ -346,8 +368,9 @@ def main(argv: list[str] | None = None) -> int:
     out = {
         "machine": machine(), "quick": quick, "reps": args.reps, "train_texts": len(texts),
         "holdout_note": f"{CompressConfig().holdout:.0%} held out for fidelity", "load_start": load_start,
-        "load_end": loadavg(), "rows": results,
-        "load_max": max(max(r[k]["load_before"], r[k]["load_after"]) for r in results.values() for k in ("short", "long")),
+        "load_end": loadavg(), "rows": results, "earlier_runs": earlier,
+        "load_max": max(max(r[k]["load_before"], r[k]["load_after"]) for r in results.values() if r["run"] == commit
+                        for k in ("short", "long")),
         "kendall_tau": {
             "cos~stsb": kendall(results, "fidelity_cos", "stsb_spearman"),
             "cos~scifact": kendall(results, "fidelity_cos", "scifact_ndcg10"),
