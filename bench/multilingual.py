@@ -224,6 +224,7 @@ def run_distillation(args: argparse.Namespace, pairs: dict[str, dict[str, str]])
     from embedforge.models import load_model
 
     config = DistillConfig(heldout_fraction=args.distill_heldout_fraction, seed=args.seed, projection=args.distill_projection,
+                           train=args.distill_train,
                            **({"max_steps": args.distill_max_steps} if args.distill_max_steps else {}),
                            **({"epochs": args.distill_epochs} if args.distill_epochs else {}))
     parallel = {lang: sorted(tr.items()) for lang, tr in pairs.items()}
@@ -265,6 +266,10 @@ def distill_markdown(d: dict[str, Any]) -> list[str]:
     mono = f" and {d['english_texts']} English Wikipedia sentences (text, text)" if d.get("english_texts") else ""
     proj = (", a Dense layer after the student started at the least-squares map of its English vectors onto the "
             "teacher's, so \"before\" is that mapped student" if d["projection"] else "")
+    if d["config"].get("train") == "head":
+        proj = (", the student's encoder kept as it is and only a Dense projection after it fitted in closed form "
+                "(least squares of English and translations onto the teacher's English vectors, no gradient steps), "
+                "so \"before\" is the student as imported")
     lines = ["", f"Distillation (Reimers & Gurevych 2020): teacher `{d['teacher']}`, student `{d['student']}`, MSE on "
              f"{d['train_pairs']} pairs of {', '.join(d['train_langs'])}{mono} ({d['steps']} steps, {d['seconds']:.0f} s"
              f"{proj}); {d['heldout_strings']} English strings held out in "
@@ -341,6 +346,14 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(f"| {name} | {r['stsb_spearman']:.2f} | {r['scifact_ndcg10']:.2f} |")
     if results.get("distillation"):
         lines += distill_markdown(results["distillation"])
+    for d in results.get("distillation_earlier", []):
+        c, s = d["config"], d["stsb"]
+        it = d["heldout_language_top1"].get(f"{d.get('heldout_lang', 'it')} (all strings)", {}).get("top1_after")
+        lines += ["", f"Earlier distillation run (commit {d.get('commit')}): train={c.get('train', 'all')}, "
+                  f"projection={c.get('projection', 'auto')}, {d['steps']} steps, {d.get('english_texts', 0)} English texts, "
+                  f"{d['seconds']:.0f} s: held-out strings top-1 {d['heldout_strings_top1']['mean']['top1_after']:.3f}"
+                  + (f", Italian (all strings) {it:.3f}" if it is not None else "")
+                  + f", English STS-B {s['student_after']:.2f} (teacher {s['teacher']:.2f})."]
     return "\n".join(lines)
 
 
@@ -366,6 +379,8 @@ def main() -> None:
     parser.add_argument("--distill-max-steps", type=int, help="smoke test: stop after N steps")
     parser.add_argument("--distill-english", type=int, default=2000,
                         help="English Wikipedia sentences the student also copies the teacher on (default: %(default)s)")
+    parser.add_argument("--distill-train", choices=["all", "head"], default=DistillConfig().train,
+                        help="DistillConfig.train: head = only a closed-form Dense projection (default: %(default)s)")
     parser.add_argument("--distill-projection", choices=["auto", "always", "never"], default=DistillConfig().projection,
                         help="DistillConfig.projection: always = start from the least-squares map onto the teacher "
                              "(default: %(default)s)")
@@ -410,6 +425,9 @@ def main() -> None:
         results["models"], results["fidelity"] = old["models"], old.get("fidelity")
         if old.get("english"):
             results["english"] = old["english"]
+        if args.distill and old.get("distillation"):  # shown beside this run's (the last two kept)
+            earlier = {**old["distillation"], "commit": old["distillation"].get("commit") or old["machine"].get("commit")}
+            results["distillation_earlier"] = [earlier, *old.get("distillation_earlier", [])][:2]
         # the commits the reused parts were measured at (a reused result may itself reuse an older one)
         commits = [c for c in (old.get("reused_from"), old["machine"].get("commit")) if c]
         results["reused_from"] = " and ".join(dict.fromkeys(c for text in commits for c in text.split(" and ")))
@@ -423,7 +441,7 @@ def main() -> None:
     if args.distill:
         if args.distill_heldout_lang in args.langs:
             parser.error(f"--distill-heldout-lang {args.distill_heldout_lang} is one of --langs (trained on)")
-        results["distillation"] = run_distillation(args, pairs)
+        results["distillation"] = {**run_distillation(args, pairs), "commit": info.get("commit")}
     table = markdown(results)
     if args.limit:  # a smoke test: keep bench/results/ for full runs
         path = CACHE / "multilingual-smoke.json"

@@ -315,3 +315,34 @@ def test_projection_never_refuses_a_student_of_another_dimension(tiny_model_dir:
     assert not (tmp_path / "out").exists()
     with pytest.raises(InputError, match="projection must be one of"):
         DistillConfig(projection="sometimes")
+
+
+def test_train_head_fits_the_projection_in_closed_form(static_teacher: Path, student_dir: Path, tmp_path: Path) -> None:
+    """``train="head"``: no gradient steps, the student's encoder unchanged, and the Dense layer after it the
+    least-squares map of English *and* translations onto the teacher's English vectors (checked against
+    numpy's lstsq on vectors computed here); the held-out translations move onto the teacher."""
+    from sentence_transformers.models import Dense
+
+    from embedforge.encode import encode
+    from embedforge.models import load_model
+
+    config = fast(train="head", prompt=None)
+    result = distill_multilingual(str(static_teacher), str(student_dir), {"xx": TOY}, tmp_path / "head", config,
+                                  show_progress=False)
+    assert result.steps == 0 and result.projection
+    r = result.heldout["xx"]
+    assert r["mse_after"] < 0.8 * r["mse_before"] and r["top1_after"] >= r["top1_before"]
+    model = load_model(result.output)
+    dense = next(m for m in model if isinstance(m, Dense))
+    train, _ = split_heldout({"xx": TOY}, config.heldout_fraction, config.seed)
+    texts = [e for e, _ in train["xx"]] + [t for _, t in train["xx"]]
+    student = load_model(student_dir)
+    x = encode(student, texts, normalize=False, max_length=config.max_length)  # as distillation saw them (Normalize applies)
+    y = encode(load_model(static_teacher), [e for e, _ in train["xx"]] * 2)
+    coef, *_ = np.linalg.lstsq(np.hstack([x, np.ones((len(x), 1))]).astype(np.float64), y.astype(np.float64), rcond=None)
+    weight = dense.linear.weight.detach().numpy().astype(np.float64)  # (d_t, d_s)
+    bias = dense.linear.bias.detach().numpy().astype(np.float64)
+    x64 = x.astype(np.float64)
+    optimum = float(np.mean((x64 @ coef[:-1] + coef[-1] - y) ** 2))  # the least-squares residual
+    assert float(np.mean((x64 @ weight.T + bias - y) ** 2)) <= 1.01 * optimum + 1e-9  # the head reaches it
+    assert optimum < 0.5 * float(np.mean((x64 - y) ** 2))  # and it is far below the unmapped student's

@@ -126,6 +126,10 @@ def _register_distill(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=d.seed, help="held-out split and shuffling (default: %(default)s)")
     p.add_argument("--prompt-name", default=d.prompt,
                    help="prompt of each model to use where it defines one (default: %(default)r; e5: 'query: ')")
+    p.add_argument("--train", choices=["all", "head"], default=d.train,
+                   help="all: fine-tune the whole student (Reimers & Gurevych); head: keep the student's encoder and "
+                        "fit only a Dense projection after it, in closed form (least squares of the English and its "
+                        "translations onto the teacher's English vectors; seconds, no steps) (default: %(default)s)")
     p.add_argument("--projection", choices=["auto", "always", "never"], default=d.projection,
                    help="a Dense layer after the student, started as the least-squares map of its English vectors "
                         "onto the teacher's: auto when their dimensions differ, always (also when they match: "
@@ -154,6 +158,7 @@ def cmd_distill_multilingual(args: argparse.Namespace) -> int:
         learning_rate=args.lr, batch_size=args.batch_size, epochs=args.epochs, max_steps=args.max_steps,
         warmup_ratio=args.warmup_ratio, max_length=args.max_length, heldout_fraction=args.heldout_fraction,
         seed=args.seed, save_steps=args.save_steps, prompt=args.prompt_name or None, projection=args.projection,
+        train=args.train,
     )
     if len(set(args.parallel)) != len(args.parallel):
         raise InputError("--parallel: the same file is given twice")
