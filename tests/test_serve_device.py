@@ -29,9 +29,12 @@ def test_auto_device_is_the_gpu_only_when_torch_sees_one(monkeypatch: pytest.Mon
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert ServeConfig().model_device() == "cuda"
+    assert ServeConfig(device="cuda:1").model_device() == "cuda:1"  # an explicit device is kept as given
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert ServeConfig().model_device() == "cpu"
-    assert ServeConfig(device="cuda:1").model_device() == "cuda:1"  # an explicit device is kept as given
+    assert ServeConfig(device="cpu").model_device() == "cpu"
+    with pytest.raises(InputError, match="torch sees no CUDA GPU"):  # asked for a GPU that is not there
+        ServeConfig(device="cuda").model_device()
 
 
 def test_auto_precision_is_half_on_a_gpu_and_float32_on_a_cpu() -> None:
@@ -77,3 +80,14 @@ def test_a_bfloat16_server_returns_the_vectors_of_a_bfloat16_encode(tiny_model: 
     np.testing.assert_allclose(got, expected, atol=1e-5)  # the server ran the same autocast as encode
     assert not np.allclose(got, full, atol=1e-6)  # ... which is not float32
     assert (np.sum(got * full, axis=1) > 0.98).all()  # and close to it
+
+
+def test_serve_with_a_missing_gpu_exits_2_with_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    from embedforge.cli import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["serve", "--model", "minilm", "--device", "cuda:0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "torch sees no CUDA GPU" in err[0]

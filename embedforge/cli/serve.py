@@ -188,6 +188,7 @@ def run(args: argparse.Namespace) -> int:
                        ("--image-root", config.image_root)):
         if path is not None and not os.path.isdir(path):
             raise InputError(f"{name}: no such directory", path)
+    config.model_device()  # --device cuda without a GPU: one line, exit 2, before anything loads
     if config.reranker is not None:
         from embedforge.rerank.model import not_recommended_reason
 

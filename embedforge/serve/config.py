@@ -139,11 +139,15 @@ class ServeConfig:
 
     def model_device(self) -> str:
         """The device the model is loaded on: ``device``, with ``auto`` resolved (CUDA when torch sees a GPU)."""
-        if self.device != "auto":
+        if self.device == "cpu":
             return self.device
         import torch
 
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        if not torch.cuda.is_available():
+            raise InputError(f"device {self.device!r}: torch sees no CUDA GPU here; use --device cpu or auto")
+        return self.device
 
     def model_precision(self, device: str) -> str:
         """The autocast precision on ``device``: ``precision``, with ``auto`` as float16 on a GPU, float32 on a CPU
