@@ -425,9 +425,9 @@ def main() -> None:
         results["models"], results["fidelity"] = old["models"], old.get("fidelity")
         if old.get("english"):
             results["english"] = old["english"]
-        if args.distill and old.get("distillation"):  # shown beside this run's (the last two kept)
+        if args.distill and old.get("distillation"):  # shown beside this run's (the last three kept)
             earlier = {**old["distillation"], "commit": old["distillation"].get("commit") or old["machine"].get("commit")}
-            results["distillation_earlier"] = [earlier, *old.get("distillation_earlier", [])][:2]
+            results["distillation_earlier"] = [earlier, *old.get("distillation_earlier", [])][:3]
         # the commits the reused parts were measured at (a reused result may itself reuse an older one)
         commits = [c for c in (old.get("reused_from"), old["machine"].get("commit")) if c]
         results["reused_from"] = " and ".join(dict.fromkeys(c for text in commits for c in text.split(" and ")))
