@@ -48,6 +48,8 @@ from _common import CACHE, machine, update_section, write_result
 from embedforge.io import default_data_dir, write_json
 from embedforge.mine import mine_bitext
 from embedforge.multilingual.distill import (
+    PROJECTIONS,
+    TRAIN_MODES,
     DistillConfig,
     distill_multilingual,
     evaluate_translation,
@@ -379,9 +381,9 @@ def main() -> None:
     parser.add_argument("--distill-max-steps", type=int, help="smoke test: stop after N steps")
     parser.add_argument("--distill-english", type=int, default=2000,
                         help="English Wikipedia sentences the student also copies the teacher on (default: %(default)s)")
-    parser.add_argument("--distill-train", choices=["all", "head"], default=DistillConfig().train,
+    parser.add_argument("--distill-train", choices=TRAIN_MODES, default=DistillConfig().train,
                         help="DistillConfig.train: head = only a closed-form Dense projection (default: %(default)s)")
-    parser.add_argument("--distill-projection", choices=["auto", "always", "never"], default=DistillConfig().projection,
+    parser.add_argument("--distill-projection", choices=PROJECTIONS, default=DistillConfig().projection,
                         help="DistillConfig.projection: always = start from the least-squares map onto the teacher "
                              "(default: %(default)s)")
     parser.add_argument("--no-english", dest="english", action="store_false",

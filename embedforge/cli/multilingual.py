@@ -97,7 +97,7 @@ def cmd_mine_bitext(args: argparse.Namespace) -> int:
 
 
 def _register_distill(subparsers: Any) -> None:
-    from embedforge.multilingual.distill import DistillConfig
+    from embedforge.multilingual.distill import PROJECTIONS, TRAIN_MODES, DistillConfig
 
     d = DistillConfig()  # every default below is read from here
     p = subparsers.add_parser(
@@ -126,11 +126,11 @@ def _register_distill(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=d.seed, help="held-out split and shuffling (default: %(default)s)")
     p.add_argument("--prompt-name", default=d.prompt,
                    help="prompt of each model to use where it defines one (default: %(default)r; e5: 'query: ')")
-    p.add_argument("--train", choices=["all", "head"], default=d.train,
+    p.add_argument("--train", choices=TRAIN_MODES, default=d.train,
                    help="all: fine-tune the whole student (Reimers & Gurevych); head: keep the student's encoder and "
                         "fit only a Dense projection after it, in closed form (least squares of the English and its "
                         "translations onto the teacher's English vectors; seconds, no steps) (default: %(default)s)")
-    p.add_argument("--projection", choices=["auto", "always", "never"], default=d.projection,
+    p.add_argument("--projection", choices=PROJECTIONS, default=d.projection,
                    help="a Dense layer after the student, started as the least-squares map of its English vectors "
                         "onto the teacher's: auto when their dimensions differ, always (also when they match: "
                         "training starts at the best linear copy of the teacher), never (default: %(default)s)")

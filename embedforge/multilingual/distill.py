@@ -43,7 +43,9 @@ from embedforge.vectors import l2_normalize
 __all__ = [
     "DistillConfig",
     "DistillResult",
+    "PROJECTIONS",
     "Pair",
+    "TRAIN_MODES",
     "distill_multilingual",
     "embedding_mse",
     "evaluate_translation",
@@ -60,7 +62,8 @@ _STATE = "distill.json"  # in OUTPUT.partial: the run's fingerprint and the befo
 _LABELS = "teacher.npy"  # in OUTPUT.partial: the teacher's vectors of the training English, (n, d_t)
 
 
-PROJECTIONS = ("auto", "always", "never")
+PROJECTIONS = ("auto", "always", "never")  # DistillConfig.projection
+TRAIN_MODES = ("all", "head")  # DistillConfig.train
 
 
 @dataclass(frozen=True)
@@ -103,8 +106,8 @@ class DistillConfig:
             raise InputError(f"epochs or max_steps must be > 0, got epochs={self.epochs} and max_steps={self.max_steps}")
         if not 0 <= self.heldout_fraction < 1:
             raise InputError(f"heldout_fraction must be in [0, 1), got {self.heldout_fraction}")
-        if self.train not in ("all", "head"):
-            raise InputError(f"train must be 'all' or 'head', got {self.train!r}")
+        if self.train not in TRAIN_MODES:
+            raise InputError(f"train must be one of {', '.join(TRAIN_MODES)}, got {self.train!r}")
         if self.projection not in PROJECTIONS:
             raise InputError(f"projection must be one of {', '.join(PROJECTIONS)}, got {self.projection!r}")
         if not 0 <= self.warmup_ratio < 1:
@@ -237,6 +240,14 @@ def embedding_mse(student: np.ndarray, teacher: np.ndarray) -> float:
     return float(np.mean((student - teacher) ** 2)) if student.size else float("nan")
 
 
+def _before_after(before: Mapping[str, Mapping[str, float]], after: Mapping[str, Mapping[str, float]],
+                  ) -> dict[str, dict[str, float]]:
+    """Per language, the held-out top-1 and MSE before and after, beside the teacher's top-1."""
+    return {lang: {"top1_before": before[lang]["top1"], "top1_after": after[lang]["top1"],
+                   "teacher_top1": after[lang]["teacher_top1"], "mse_before": before[lang]["mse"],
+                   "mse_after": after[lang]["mse"], "n": after[lang]["n"]} for lang in after}
+
+
 def _fit_head(student: Any, teacher: Any, rows: Sequence[Pair], english: Sequence[str], labels: np.ndarray,
               heldout: Mapping[str, Sequence[Pair]], output: Path, config: DistillConfig, *, other_dim: bool,
               n_mono: int, n_held: int, names: tuple[str, str], languages: list[str]) -> DistillResult:
@@ -250,21 +261,25 @@ def _fit_head(student: Any, teacher: Any, rows: Sequence[Pair], english: Sequenc
 
     start = time.perf_counter()
     teacher_held = _teacher_side(teacher, heldout, config)
+    # the encoder's own vectors, each distinct text once (an English string recurs in every language's pairs,
+    # and an `english` text is both sides of its row)
+    sides = [e for e, _ in rows] + [t for _, t in rows]
+    distinct = list(dict.fromkeys(sides))
+    at = {t: i for i, t in enumerate(distinct)}
+    vectors = _embed(student, distinct, config)  # (distinct, d_s)
     if other_dim:  # no comparison without a map: "before" is the English-only one (as train="all" starts from)
-        mapped = _add_projection(copy.deepcopy(student), _embed(student, english, config), labels, config.seed)
+        mapped = _add_projection(copy.deepcopy(student), vectors[[at[e] for e in english]], labels, config.seed)
         before = _student_side(mapped, heldout, teacher_held, config)
         del mapped
     else:
         before = _student_side(student, heldout, teacher_held, config)
     index = {e: i for i, e in enumerate(english)}
-    x = _embed(student, [e for e, _ in rows] + [t for _, t in rows], config)  # (2 rows, d_s), the encoder's own
+    x = vectors[[at[t] for t in sides]]  # (2 rows, d_s)
     y = labels[[index[e] for e, _ in rows] * 2]  # (2 rows, d_t): both sides onto the English's teacher vector
     student = _add_projection(student, x, y, config.seed)
     after = _student_side(student, heldout, teacher_held, config)
     seconds = time.perf_counter() - start
-    results = {lang: {"top1_before": before[lang]["top1"], "top1_after": after[lang]["top1"],
-                      "teacher_top1": after[lang]["teacher_top1"], "mse_before": before[lang]["mse"],
-                      "mse_after": after[lang]["mse"], "n": after[lang]["n"]} for lang in after}
+    results = _before_after(before, after)
     training = {**asdict(config), "objective": "multilingual-distillation-mse, closed-form head", "teacher": names[0],
                 "languages": languages, "train_pairs": len(rows) - n_mono, "english_texts": n_mono,
                 "heldout_strings": n_held, "projection": True, "steps": 0, "seconds": round(seconds, 2)}
@@ -502,9 +517,7 @@ def distill_multilingual(
     trainer.train(resume_from_checkpoint=last)
     seconds = time.perf_counter() - start
     after = _student_side(student, heldout, teacher_held, config)
-    results = {lang: {"top1_before": before[lang]["top1"], "top1_after": after[lang]["top1"],
-                      "teacher_top1": after[lang]["teacher_top1"], "mse_before": before[lang]["mse"],
-                      "mse_after": after[lang]["mse"], "n": after[lang]["n"]} for lang in after}
+    results = _before_after(before, after)
     steps = trainer.state.global_step
     if trainer.is_world_process_zero():
         training = {
