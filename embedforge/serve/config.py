@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
+from typing import get_args
 
+from embedforge.encode import Precision
 from embedforge.errors import InputError
 
 __all__ = ["ServeConfig", "available_cores", "default_torch_threads", "default_workers"]
@@ -56,7 +58,7 @@ def default_torch_threads(workers: int = 1, cores: int | None = None) -> int:
     return max(1, min(MAX_AUTO_THREADS, (cores - 1) // max(1, workers)))
 
 
-PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+PRECISIONS = ("auto", *get_args(Precision))  # "auto" and what embedforge.encode's autocast takes
 
 
 def _is_cuda(device: str) -> bool:
