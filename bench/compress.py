@@ -346,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.prepare:
         print("prepared: every row built and its quality cached; run again without --prepare on a quiet machine")
         return 0
-    commit = machine().get("commit")
+    info = machine()
+    commit = info.get("commit")
     for r in results.values():
         r["run"] = commit
     earlier: list[dict[str, Any]] = []
@@ -366,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         r["stsb_delta"] = r["stsb_spearman"] - teacher_row["stsb_spearman"]
         r["scifact_delta"] = r["scifact_ndcg10"] - teacher_row["scifact_ndcg10"]
     out = {
-        "machine": machine(), "quick": quick, "reps": args.reps, "train_texts": len(texts),
+        "machine": info, "quick": quick, "reps": args.reps, "train_texts": len(texts),
         "holdout_note": f"{CompressConfig().holdout:.0%} held out for fidelity", "load_start": load_start,
         "load_end": loadavg(), "rows": results, "earlier_runs": earlier,
         "load_max": max(max(r[k]["load_before"], r[k]["load_after"]) for r in results.values() if r["run"] == commit
