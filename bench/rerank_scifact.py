@@ -109,8 +109,8 @@ def train_option(base: str, pairs: LabelledPairs, args: argparse.Namespace) -> t
     best: tuple[float, Path, dict[str, Any]] | None = None
     tried = []
     for lr in args.lrs:
-        config = RerankerConfig(epochs=args.epochs, max_steps=args.train_max_steps, lr=lr, max_length=args.max_length,
-                                batch_size=args.train_batch_size, seed=args.seed)
+        config = RerankerConfig(epochs=args.epochs, max_steps=args.train_max_steps, lr=lr, head_lr=args.head_lr,
+                                max_length=args.max_length, batch_size=args.train_batch_size, seed=args.seed)
         key = hashlib.sha256(json.dumps([base, config.__dict__, pairs.first, pairs.second, pairs.labels]).encode()).hexdigest()[:12]
         path = CACHE / f"rerank-ce-{''.join(c if c.isalnum() else '_' for c in Path(base).name)}-{key}"
         if not (path / "config.json").is_file():
@@ -293,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--large-model", help="a larger model directory (e.g. all-mpnet-base-v2) for options ce-large and bi-large")
     p.add_argument("--depths", nargs="+", type=int, default=list(DEPTHS))
     p.add_argument("--lrs", nargs="+", type=float, default=[RerankerConfig().lr], help="encoder learning rates to try (picked on held-out train)")
+    p.add_argument("--head-lr", type=float, default=RerankerConfig().head_lr,
+                   help="learning rate of the fresh head (default: train-reranker's)")
     p.add_argument("--epochs", type=float, default=3.0, help="training epochs over the mined train pairs")
     p.add_argument("--train-max-steps", type=int, default=-1, help="stop training after N steps (smoke tests)")
     p.add_argument("--train-max-pairs", type=int, help="train on at most N mined pairs (smoke tests)")

@@ -63,7 +63,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--max-steps", type=int, default=-1, help="stop after N optimiser steps (overrides --epochs)")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=2e-5)
+    p.add_argument("--lr", type=float, default=2e-5, help="learning rate of the encoder (default 2e-5)")
+    p.add_argument("--head-lr", type=float,
+                   help="learning rate of the classification head (default: 1e-3 when the head is new, as when "
+                        "starting from an embedding model; --lr when starting from a cross-encoder)")
     p.add_argument("--max-length", type=int, default=256, help="max tokens of query + document")
     p.add_argument("--negatives", type=int, default=4, help="BEIR folder: BM25 hard negatives per positive")
     p.add_argument("--max-pairs", type=int, help="train on a seeded sample of at most N pairs")
@@ -196,7 +199,7 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
     )
 
     config = RerankerConfig(
-        epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
+        epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr, head_lr=args.head_lr,
         max_length=args.max_length, negatives=args.negatives, max_pairs=args.max_pairs, holdout=args.holdout, seed=args.seed,
     )
     source = Path(args.train_file)
