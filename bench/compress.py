@@ -60,11 +60,12 @@ def rows(quick: bool, static: bool) -> dict[str, CompressConfig | None]:
     for n in (4, 3, 2, 1):
         table[f"layers-{n}"] = student_config(f"layers-{n}")
     table["layers-4x3"] = student_config("layers-4x3")  # the 4-layer student distilled for 3 epochs instead of 1
+    table["layers-4s"] = student_config("layers-4s")  # the 4-layer student distilled with short sentences added
     for d in (256, 128, 64):
         table[f"pca-{d}"] = CompressConfig(dim=d)
     for q in ("onnx-fp32", "onnx-int8", "openvino-fp32", "openvino-int8"):
         table[q] = CompressConfig(quantize=q)
-    for n in ("4", "4x3", "3", "2"):
+    for n in ("4", "4x3", "4s", "3", "2"):
         table[f"layers-{n}+openvino-fp32"] = CompressConfig(quantize="openvino-fp32")
     for n in (3, 2):
         for q in ("onnx-int8", "openvino-int8"):
@@ -76,10 +77,42 @@ def rows(quick: bool, static: bool) -> dict[str, CompressConfig | None]:
 
 
 def student_config(name: str) -> CompressConfig:
-    """The layer-distillation config a student row's name spells: ``layers-N`` (1 epoch) or ``layers-NxE``
-    (E epochs over the same texts)."""
-    layers, _, epochs = name.removeprefix("layers-").partition("x")
+    """The layer-distillation config a student row's name spells: ``layers-N`` (1 epoch), ``layers-NxE``
+    (E epochs over the same texts) or ``layers-Ns`` (1 epoch over the texts plus short sentences)."""
+    layers, _, epochs = name.removeprefix("layers-").removesuffix(SHORT).partition("x")
     return CompressConfig(layers=int(layers), epochs=float(epochs or 1))
+
+
+SHORT = "s"  # a student row ending in it is distilled on :func:`with_short_sentences`
+
+
+def short_student(name: str) -> bool:
+    return name.startswith("layers-") and "+" not in name and name.endswith(SHORT)
+
+
+def with_short_sentences(data: Path, texts: list[str], held: list[str], exclude: set[str]) -> list[str]:
+    """``texts`` without the benchmark's held-out fidelity slice, interleaved with short general sentences.
+
+    What a user whose texts are short sentences would distil on: the sentences of STS-B *train* and *dev*
+    and of SNLI validation + test (image captions and news/forum lines, 5-20 words), unlabelled. Any
+    sentence also in ``exclude`` (STS-B test, what the table evaluates on) is dropped; ``held`` is left
+    out so every row's fidelity is measured on texts its student never saw.
+    """
+    from embedforge.evaluate.sts import load_stsb
+
+    short: list[str] = []
+    for split in ("train", "dev"):
+        sts = load_stsb(data / "sts", split)
+        short += sts.sentences1 + sts.sentences2
+    for name in ("validation.tsv", "test.tsv"):
+        with open(data / "nli" / "snli" / name, encoding="utf-8", newline="") as f:
+            for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
+                short += [row["premise"], row["hypothesis"]]
+    drop = set(held) | exclude
+    short = [t.strip() for t in short if t and t.strip() and t.strip() not in drop]
+    rest = [t for t in texts if t not in drop]
+    mixed = [t for pair in zip(rest, short, strict=False) for t in pair] + rest[len(short):] + short[len(rest):]
+    return list(dict.fromkeys(mixed))
 
 
 def loadavg() -> float:
@@ -117,12 +150,13 @@ def scifact(data: Path, n_queries: int | None) -> tuple[list[str], list[str], li
         {q: qrels[q] for q in qids}
 
 
-def make_row(name: str, config: CompressConfig, texts: list[str], cache: Path, force: bool) -> Path:
+def make_row(name: str, config: CompressConfig, texts: dict[str, list[str]], cache: Path, force: bool) -> Path:
     """The row's model directory under ``cache``, compressed unless a cached one has the same config.
 
     ``layers-N+...`` rows compress the cached ``layers-N`` student (its PyTorch weights teach, as
     ``compress`` does for any compressed model), so each student is distilled once; their manifest's
     fidelity is then against the student, and :func:`bench_fidelity` measures them against the teacher.
+    ``texts``: ``"plain"`` (every row) and ``"short"`` (``layers-Ns`` students, :func:`with_short_sentences`).
     """
     out = cache / name
     source = "minilm"
@@ -133,7 +167,8 @@ def make_row(name: str, config: CompressConfig, texts: list[str], cache: Path, f
     info = (manifest or {}).get("compress", {})
     if force or manifest is None or info.get("config") != config.to_dict() or info.get("teacher") != source:
         print(f"[compress] {name} (from {source}) ...", flush=True)
-        compress(source, "bench:train-texts", out, config, texts=texts, overwrite=True)
+        kind = "short" if short_student(name) else "plain"
+        compress(source, f"bench:train-texts ({kind})", out, config, texts=texts[kind], overwrite=True)
     return out
 
 
@@ -237,10 +272,21 @@ def markdown_table(res: dict[str, Any]) -> str:
         runs = (f" Rows measured in this run (commit {m.get('commit')}): {', '.join(now)}; the others in earlier runs ("
                 + "; ".join(f"commit {e['commit']}, load {e['load_start']:.2f} at start, {e['load_max']:.2f} at most"
                             for e in res["earlier_runs"]) + "), each alternating with the teacher in its own run.")
+    again = [f"{name} ×{r['short']['x_teacher']:.2f} (" + ", ".join(f"×{e['short_x']:.2f}" for e in r["earlier_speed"])
+             + f") short, ×{r['long']['x_teacher']:.2f} (" + ", ".join(f"×{e['long_x']:.2f}" for e in r["earlier_speed"]) + ") long"
+             for name, r in res["rows"].items() if r.get("earlier_speed")]
+    if again:
+        runs += (" Rows timed in more than one pass (the table shows the last; earlier passes in brackets, each its own "
+                 "alternation with the teacher): " + "; ".join(again) + ".")
     taus = ", ".join(f"{k} {v:.2f}" if v is not None else f"{k} n/a" for k, v in res["kendall_tau"].items())
     return (
         f"## Compression, `bench/compress.py`\n\nTeacher: bundled all-MiniLM-L6-v2; students distilled on "
-        f"{res['train_texts']} texts (Wikipedia + SciFact sentences, {res['holdout_note']}). Speed: batch {BATCH}, "
+        f"{res['train_texts']} texts (Wikipedia + SciFact sentences, {res['holdout_note']})"
+        + (f"; `layers-N{SHORT}` students on {res['short_train_texts']} texts: the same without the held-out slice, "
+           "interleaved with the short sentences of STS-B *train* and *dev* and SNLI validation + test (any sentence of "
+           "STS-B test removed) — what a user whose texts are short sentences distils on, and close to STS-B test's kind "
+           "of text" if res.get("short_train_texts") else "")
+        + f". Speed: batch {BATCH}, "
         f"median of {res['reps']} alternating with plain sentence-transformers `encode` of the teacher; "
         f"{m['cpu']}, {m['cores']} cores, load average {res['load_start']:.2f} at start, {res['load_end']:.2f} at end, "
         f"{res['load_max']:.2f} at most around a speed run (a ratio measured under load is measured alternating with "
@@ -287,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         # run in the order given (a long --prepare does the rows that matter most first); the table keeps its order
         table = {name: table[name] for name in ["teacher", *(r.strip() for r in args.rows.split(","))]}
     cache = CACHE / ("compress-smoke" if quick else "compress")
-    texts = train_texts(data, n_train)
+    plain = train_texts(data, n_train)
     sts = load_stsb(data / "sts", "test")
     if quick:
         from embedforge.evaluate.sts import StsData
@@ -300,7 +346,10 @@ def main(argv: list[str] | None = None) -> int:
     teacher.max_seq_length = LONG_TOKENS
     from embedforge.compress.run import split_holdout
 
-    held = split_holdout(texts, CompressConfig())[1]  # the slice every row's compress held out (same texts, seed)
+    held = split_holdout(plain, CompressConfig())[1]  # the slice every row's compress held out (same texts, seed)
+    texts = {"plain": plain}
+    if any(short_student(name) for name in table):
+        texts["short"] = with_short_sentences(data, plain, held, set(sts.sentences1 + sts.sentences2))
     k = CompressConfig().knn_k
     teacher_held: np.ndarray | None = None
     load_start = loadavg()
@@ -312,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
         encoder = teacher if path is None else load_model(path)  # as every command loads it (ONNX when named)
         print(f"[bench] {name}", flush=True)
         fid = info.get("fidelity", {}).get(info.get("backend", "torch"), {})
-        if path is not None and info.get("teacher") != "minilm":  # built from a student: measure against the teacher
+        # built from a student, or distilled on other texts: measure against the teacher on the shared held-out slice
+        if path is not None and (info.get("teacher") != "minilm" or short_student(name)):
             if teacher_held is None:
                 teacher_held = encode(teacher, held, batch_size=BATCH, normalize=False)
 
@@ -353,6 +403,12 @@ def main(argv: list[str] | None = None) -> int:
     earlier: list[dict[str, Any]] = []
     if args.merge and not quick:
         old = json.loads((RESULTS / "compress.json").read_text(encoding="utf-8"))
+        for name, r in results.items():  # a row measured again keeps its earlier speed ratios beside the new one
+            if name in old["rows"]:
+                prev = old["rows"][name]
+                r["earlier_speed"] = [*prev.get("earlier_speed", []),
+                                      {"run": prev.get("run") or old["machine"].get("commit"),
+                                       "short_x": prev["short"]["x_teacher"], "long_x": prev["long"]["x_teacher"]}]
         kept = {name: {**r, "run": r.get("run") or old["machine"].get("commit")}
                 for name, r in old["rows"].items() if name not in results}
         results.update(kept)
@@ -367,7 +423,8 @@ def main(argv: list[str] | None = None) -> int:
         r["stsb_delta"] = r["stsb_spearman"] - teacher_row["stsb_spearman"]
         r["scifact_delta"] = r["scifact_ndcg10"] - teacher_row["scifact_ndcg10"]
     out = {
-        "machine": info, "quick": quick, "reps": args.reps, "train_texts": len(texts),
+        "machine": info, "quick": quick, "reps": args.reps, "train_texts": len(plain),
+        "short_train_texts": len(texts["short"]) if "short" in texts else None,
         "holdout_note": f"{CompressConfig().holdout:.0%} held out for fidelity", "load_start": load_start,
         "load_end": loadavg(), "rows": results, "earlier_runs": earlier,
         "load_max": max(max(r[k]["load_before"], r[k]["load_after"]) for r in results.values() if r["run"] == commit
