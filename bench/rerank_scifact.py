@@ -31,6 +31,7 @@ import json
 import random
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -128,13 +129,33 @@ def train_option(base: str, pairs: LabelledPairs, args: argparse.Namespace) -> t
                      "recommended_reason": best[2].get("recommended_reason"), "config": best[2].get("config")}
 
 
-def second_scores(option: str, scorer: Any, split: Split, depth: int, args: argparse.Namespace) -> tuple[np.ndarray, float]:
-    """Second-stage scores of the top ``depth`` candidates, (n_queries, depth) float32 (NaN padded), and seconds."""
+def second_scores(option: str, scorer: Any, split: Split, depth: int, args: argparse.Namespace,
+                  identity: str = "") -> tuple[np.ndarray, float]:
+    """Second-stage scores of the top ``depth`` candidates, (n_queries, depth) float32 (NaN padded), and the
+    seconds they took; cached in bench/cache under ``identity`` (the scorer) + the candidates, with the
+    seconds measured when they were computed."""
+    key = hashlib.sha256(json.dumps([option, identity, depth, args.max_length, split.qids,
+                                     split.rows[:, :depth].tolist()]).encode()).hexdigest()[:16]
+    file = CACHE / f"rerank-second-{key}.npz"
+    if identity and file.is_file():
+        z = np.load(file)
+        return z["scores"], float(z["seconds"])
+    scores, seconds = _second_scores(option, scorer, split, depth, args)
+    if identity:
+        CACHE.mkdir(parents=True, exist_ok=True)
+        np.savez(file, scores=scores, seconds=seconds)
+    return scores, seconds
+
+
+def _second_scores(option: str, scorer: Any, split: Split, depth: int, args: argparse.Namespace) -> tuple[np.ndarray, float]:
     n = len(split.qids)
     out = np.full((n, depth), np.nan, dtype=np.float32)
     t = time.perf_counter()
-    if option.startswith("bi-"):
-        model, qvec, dvec = scorer
+    if option.startswith("bi-"):  # the query-time cost: encode the query (its documents' vectors are made at index time)
+        from embedforge.encode import encode
+
+        model, qvec, dvec, prefixed = scorer
+        encode(model, prefixed, batch_size=args.batch_size, normalize=True)
         for i in range(n):
             rows = [int(r) for r in split.rows[i, :depth] if r >= 0]
             out[i, : len(rows)] = dvec[rows] @ qvec[i]
@@ -197,11 +218,18 @@ def build_options(args: argparse.Namespace, model: Any) -> tuple[dict[str, Any],
     for name, base in bases:
         path, records[name] = train_option(base, pairs, args)
         scorers[name] = load_cross_encoder(path, max_length=args.max_length)
-    if args.large_model:
-        from embedforge.models import load_model
+    from embedforge.models import load_model
 
-        scorers["bi-large"] = load_model(args.large_model)
+    if args.large_model:
+        scorers["bi-large"] = BiEncoder(load_model(args.large_model), str(args.large_model))
         records["bi-large"] = {"device": "cpu", "train_seconds": 0.0, "note": "used as given (adapt it first to compare option c)"}
+    if args.bi_model:
+        option = "bi-" + Path(args.bi_model).name
+        bi = load_model(args.bi_model)
+        bi.max_seq_length = min(bi.max_seq_length or args.bi_max_length, args.bi_max_length)
+        scorers[option] = BiEncoder(bi, args.bi_model, args.bi_query_prefix, args.bi_doc_prefix)
+        records[option] = {"device": "cpu", "train_seconds": 0.0, "model": args.bi_model,
+                           "prefixes": [args.bi_query_prefix, args.bi_doc_prefix], "note": "used as given, no training"}
     _, held = split_by_query(pairs, RerankerConfig().holdout, args.seed)
     held_q = set(held.first)
     keep = [i for i, q in enumerate(train.qtexts) if q in held_q]
@@ -213,14 +241,27 @@ def build_options(args: argparse.Namespace, model: Any) -> tuple[dict[str, Any],
     return scorers, records, train
 
 
-def bi_scorer(model: Any, split: Split, name: str, args: argparse.Namespace) -> tuple[Any, np.ndarray, np.ndarray]:
-    tag = "large-" + "".join(c if c.isalnum() else "_" for c in str(args.large_model))[-40:]
-    dvec = cached_embeddings(model, str(args.large_model), split.texts, f"{tag}-{name}-docs", args.batch_size)
-    qvec = cached_embeddings(model, str(args.large_model), split.qtexts, f"{tag}-{name}-queries", args.batch_size)
-    return model, qvec, dvec
+@dataclass
+class BiEncoder:
+    """A bi-encoder used as a second stage (option c): its cosine re-scores the first stage's candidates."""
+
+    model: Any
+    name: str
+    query_prefix: str = ""
+    doc_prefix: str = ""
 
 
-def bench_dataset(name: str, args: argparse.Namespace, model: Any, scorers: dict[str, Any], held: Split | None) -> dict[str, Any]:
+def bi_scorer(bi: BiEncoder, split: Split, name: str, args: argparse.Namespace) -> tuple[Any, np.ndarray, np.ndarray, list[str]]:
+    tag = "bi-" + "".join(c if c.isalnum() else "_" for c in bi.name)[-40:]
+    # documents keyed by the corpus, not the split: SciFact's train and test share one (the digest tells corpora apart)
+    dvec = cached_embeddings(bi.model, bi.name, [bi.doc_prefix + t for t in split.texts], f"{tag}-docs", args.batch_size)
+    queries = [bi.query_prefix + t for t in split.qtexts]
+    qvec = cached_embeddings(bi.model, bi.name, queries, f"{tag}-{name}-queries", args.batch_size)
+    return bi.model, qvec, dvec, queries
+
+
+def bench_dataset(name: str, args: argparse.Namespace, model: Any, scorers: dict[str, Any], held: Split | None,
+                  records: dict[str, Any]) -> dict[str, Any]:
     split = Split(name, "test", args, model, args.max_queries)
     print(f"{name}: {len(split.ids)} docs, {len(split.qids)} queries", file=sys.stderr)
     first = evaluate(split, split.scores, split.rows)
@@ -228,12 +269,13 @@ def bench_dataset(name: str, args: argparse.Namespace, model: Any, scorers: dict
     out: dict[str, Any] = {"queries": len(split.qids), "docs": len(split.ids), "first-stage": first, "options": {}}
     deepest = max(args.depths)
     for option, scorer in scorers.items():
-        s = bi_scorer(scorer, split, name, args) if option.startswith("bi-") else scorer
-        second, seconds = second_scores(option, s, split, deepest, args)
+        identity = scorer.name if isinstance(scorer, BiEncoder) else str(records[option].get("chosen", ""))
+        s = bi_scorer(scorer, split, name, args) if isinstance(scorer, BiEncoder) else scorer
+        second, seconds = second_scores(option, s, split, deepest, args, identity)
         weights: dict[int, float] = {}
         if held is not None:
-            hs = bi_scorer(scorer, held, "scifact-train", args) if option.startswith("bi-") else scorer
-            weights = choose_weights(held, second_scores(option, hs, held, deepest, args)[0], list(args.depths))
+            hs = bi_scorer(scorer, held, "scifact-train", args) if isinstance(scorer, BiEncoder) else scorer
+            weights = choose_weights(held, second_scores(option, hs, held, deepest, args, identity)[0], list(args.depths))
         for fused in (False, True):
             if fused and not weights:
                 continue
@@ -241,7 +283,8 @@ def bench_dataset(name: str, args: argparse.Namespace, model: Any, scorers: dict
             rows_out = {}
             for d in args.depths:
                 r = evaluate(split, *reorder(split, second, d, weights[d] if fused else None))
-                r["queries_per_s"] = round(len(split.qids) / max(seconds * d / deepest, 1e-9), 2)
+                scale = 1.0 if option.startswith("bi-") else d / deepest  # pairs scale with depth; a query encode does not
+                r["queries_per_s"] = round(len(split.qids) / max(seconds * scale, 1e-9), 2)
                 if fused:
                     r["weight"] = weights[d]
                 rows_out[str(d)] = r
@@ -280,7 +323,12 @@ def markdown(results: dict[str, Any]) -> str:
                           f"(95% CI [{b['ci95'][0]:+.3f}, {b['ci95'][1]:+.3f}]; chosen on test, so optimistic)."]
         lines.append("")
     for option, rec in results["training"].items():
-        lines.append(f"- {option}: trained in {rec.get('train_seconds')} s on {rec.get('device')}; "
+        if "recommended" not in rec:
+            lines.append(f"- {option}: {rec.get('model', option)} as given, no training (prefixes {rec.get('prefixes')}); its "
+                         "queries/s counts encoding the queries, the documents' vectors being made at index time")
+            continue
+        lines.append(f"- {option}: trained in {rec.get('train_seconds')} s on {rec.get('device')} "
+                     f"({json.dumps({k: (rec.get('config') or {}).get(k) for k in ('epochs', 'lr', 'max_length', 'batch_size')})}); "
                      f"recommended by the guardrail: {rec.get('recommended')}" + (f" ({rec['recommended_reason']})" if rec.get("recommended_reason") else ""))
     return "\n".join(lines) + "\n"
 
@@ -291,6 +339,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
     p.add_argument("--model", default="minilm", help="first-stage model and the cross-encoder's start (default: the bundled MiniLM)")
     p.add_argument("--large-model", help="a larger model directory (e.g. all-mpnet-base-v2) for options ce-large and bi-large")
+    p.add_argument("--bi-model", help="another bi-encoder (e.g. multilingual-e5-small) re-scoring the candidates: option c "
+                   "with a model that is not larger but different; fused with the first stage like the others")
+    p.add_argument("--bi-query-prefix", default="", help="prefix of queries for --bi-model (e5: 'query: ')")
+    p.add_argument("--bi-max-length", type=int, default=256, help="--bi-model's max tokens (default 256, as the first stage)")
+    p.add_argument("--bi-doc-prefix", default="", help="prefix of documents for --bi-model (e5: 'passage: ')")
     p.add_argument("--depths", nargs="+", type=int, default=list(DEPTHS))
     p.add_argument("--lrs", nargs="+", type=float, default=[RerankerConfig().lr], help="encoder learning rates to try (picked on held-out train)")
     p.add_argument("--head-lr", type=float, default=RerankerConfig().head_lr,
@@ -320,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {
         "model": args.model, "large_model": args.large_model, "depths": sorted(args.depths), "device": train_device(),
         "max_queries": args.max_queries, "machine": machine(), "training": training,
-        "datasets": {name: bench_dataset(name, args, model, scorers, held) for name in args.datasets},
+        "datasets": {name: bench_dataset(name, args, model, scorers, held, training) for name in args.datasets},
     }
     results["seconds"] = round(time.perf_counter() - t0, 1)
     path = write_result(args.output if args.max_queries is None else f"{args.output}-smoke{args.max_queries}", results)
