@@ -46,7 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--output", help="RUN.tsv: query-id, doc-id, rank, score per line (required with --queries)")
     p.add_argument("--mode", choices=["dense", "bm25", "hybrid"], default="dense")
     p.add_argument("--fusion", choices=["rrf", "score"], default=None, help="hybrid fusion (default score: min-max normalised, measured better on 2 of 3 data sets)")
-    p.add_argument("--rerank", metavar="CROSS_ENCODER_DIR", help="re-rank the top candidates with this cross-encoder")
+    p.add_argument("--rerank", metavar="DIR", help="re-rank the top candidates with this cross-encoder, or with this "
+                   "embedding model's cosine (a sentence-transformers embedding model's directory, its prompts applied)")
     p.add_argument("--rerank-depth", type=int, metavar="N", default=None,
                    help=f"first-stage candidates re-scored per query: exactly N, whatever --top-k; the rest keep the "
                         f"first stage's order below them (default {DEFAULT_RERANK_DEPTH})")

@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="let image inputs (\"modality\": \"image\") name files inside DIR by path (symlinks resolved, "
         "nothing outside DIR); default: images only as data URIs",
     )
-    p.add_argument("--reranker", metavar="DIR", help="a sentence-transformers CrossEncoder directory for /v1/rerank")
+    p.add_argument("--reranker", metavar="DIR", help="a sentence-transformers CrossEncoder directory, or an embedding model directory (its cosine re-scores), for /v1/rerank and /v1/search rerank")
     p.add_argument("--force-reranker", "--force", dest="force_reranker", action="store_true",
                    help="serve --reranker even when train-reranker saved it as not recommended (it did not beat the first stage)")
     p.add_argument("--host", default=_DEFAULTS.host, help="interface to listen on (default: %(default)s, this machine only)")

@@ -168,6 +168,11 @@ class SearchRequest(_Request):
         return value
 
 
+# the served --reranker (a cross-encoder, or an embedding model as a second stage), or without one the served
+# model's own cosine
+RerankMethod = Literal["cross-encoder", "bi-encoder-reranker", "bi-encoder-cosine"]
+
+
 class RerankRequest(_Request):
     """``POST /v1/rerank``: order ``documents`` by relevance to ``query``."""
 
@@ -247,7 +252,7 @@ class RerankResult(BaseModel):
 class RerankResponse(BaseModel):
     object: Literal["list"] = "list"
     model: str
-    method: Literal["cross-encoder", "bi-encoder-cosine"]  # which scorer ranked the documents
+    method: RerankMethod  # which scorer ranked the documents
     results: list[RerankResult]  # best first
     usage: Usage
 

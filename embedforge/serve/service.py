@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
 from starlette.concurrency import run_in_threadpool
@@ -26,13 +26,13 @@ from embedforge.encode import Precision, encode
 from embedforge.errors import InputError
 from embedforge.images.model import supports_images
 from embedforge.models import BUNDLED_MODELS, embedding_dim, resolve_model
-from embedforge.rerank.model import pair_scores
+from embedforge.rerank.model import pair_scores, reranker_method
 from embedforge.serve.batcher import Encoder, MicroBatcher, QueueFull
 from embedforge.serve.config import ServeConfig
 from embedforge.serve.errors import ApiError
 from embedforge.serve.metrics import Metrics
 from embedforge.serve.pool import DirectEncoder, ReplicaPool, replicate
-from embedforge.serve.schemas import CollectionLike, HitLike
+from embedforge.serve.schemas import CollectionLike, HitLike, RerankMethod
 from embedforge.vectors import l2_normalize
 
 if TYPE_CHECKING:
@@ -378,7 +378,7 @@ class Service:
         except (InputError, ValueError) as err:
             raise ApiError(400, str(err), code="invalid_search") from err
 
-    def rerank(self, query: str, documents: list[str]) -> tuple[np.ndarray, Literal["cross-encoder", "bi-encoder-cosine"]]:
+    def rerank(self, query: str, documents: list[str]) -> tuple[np.ndarray, RerankMethod]:
         """One score per document, higher is more relevant, and which scorer made them."""
         self.check_texts([query], "query")
         self.check_texts(documents, "documents")
@@ -386,7 +386,7 @@ class Service:
         if reranker is not None:  # the scorer of `embedforge search --rerank` and /v1/search: same pair, same score
             pairs = [(query, doc) for doc in documents]
             scores = self.on_model_thread(lambda: pair_scores(reranker, pairs, batch_size=self.config.max_batch_size))
-            return scores, "cross-encoder"
+            return scores, cast(RerankMethod, reranker_method(reranker))
         vectors = self.cosine_ready(self.embed([query, *documents]))  # (1 + n, dim)
         return vectors[1:] @ vectors[0], "bi-encoder-cosine"  # (n,)
 
