@@ -69,3 +69,10 @@ def test_cli_search_and_both_endpoints_agree_with_a_bi_encoder(
     np.testing.assert_allclose([rerank_scores[i] for i in ids], expected, atol=1e-5)
     np.testing.assert_allclose([search_scores[i] for i in ids], expected, atol=1e-5)
     np.testing.assert_allclose([cli[i] for i in ids], expected, atol=2e-6)
+
+
+def test_a_bundled_model_name_is_an_embedding_model_reranker() -> None:
+    reranker = load_cross_encoder("minilm")
+    assert isinstance(reranker, BiEncoderReranker)
+    scores = pair_scores(reranker, [("a cat on a mat", "a kitten sits on a rug"), ("a cat on a mat", "stock prices fell")])
+    assert scores[0] > scores[1]

@@ -184,7 +184,10 @@ def _split(value: str) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    for name, path in (("--collection", config.collection), ("--reranker", config.reranker),
+    from embedforge.models import BUNDLED_MODELS
+
+    reranker_dir = None if config.reranker in BUNDLED_MODELS else config.reranker  # a bundled model by name is fine
+    for name, path in (("--collection", config.collection), ("--reranker", reranker_dir),
                        ("--image-root", config.image_root)):
         if path is not None and not os.path.isdir(path):
             raise InputError(f"{name}: no such directory", path)

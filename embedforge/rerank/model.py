@@ -113,6 +113,10 @@ def load_cross_encoder(path: str | os.PathLike[str], *, max_length: int | None =
     except ImportError as err:  # pragma: no cover - a core dependency
         raise InputError("re-ranking needs sentence-transformers") from err
     p = Path(path)
+    from embedforge.models import BUNDLED_MODELS, resolve_model
+
+    if str(path) in BUNDLED_MODELS and not p.exists():  # a bundled embedding model by name, e.g. multilingual-e5-small
+        p = Path(resolve_model(str(path)))
     if not p.is_dir() or not (p / "config.json").is_file():
         raise InputError("is not a cross-encoder directory (expected config.json + weights)", p)
     if is_embedding_model_dir(p):
