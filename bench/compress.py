@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
 
     held = split_holdout(plain, CompressConfig())[1]  # the slice every row's compress held out (same texts, seed)
     texts = {"plain": plain}
-    if any(short_student(name) for name in table):
+    if any(short_student(name.split("+")[0]) for name in table):  # a short student, or a row built from one
         texts["short"] = with_short_sentences(data, plain, held, set(sts.sentences1 + sts.sentences2))
     k = CompressConfig().knn_k
     teacher_held: np.ndarray | None = None
@@ -401,8 +401,10 @@ def main(argv: list[str] | None = None) -> int:
     for r in results.values():
         r["run"] = commit
     earlier: list[dict[str, Any]] = []
+    short_count = len(texts["short"]) if "short" in texts else None
     if args.merge and not quick:
         old = json.loads((RESULTS / "compress.json").read_text(encoding="utf-8"))
+        short_count = short_count or old.get("short_train_texts")  # kept rows may be short students
         for name, r in results.items():  # a row measured again keeps its earlier speed ratios beside the new one
             if name in old["rows"]:
                 prev = old["rows"][name]
@@ -424,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         r["scifact_delta"] = r["scifact_ndcg10"] - teacher_row["scifact_ndcg10"]
     out = {
         "machine": info, "quick": quick, "reps": args.reps, "train_texts": len(plain),
-        "short_train_texts": len(texts["short"]) if "short" in texts else None,
+        "short_train_texts": short_count,
         "holdout_note": f"{CompressConfig().holdout:.0%} held out for fidelity", "load_start": load_start,
         "load_end": loadavg(), "rows": results, "earlier_runs": earlier,
         "load_max": max(max(r[k]["load_before"], r[k]["load_after"]) for r in results.values() if r["run"] == commit
