@@ -98,8 +98,6 @@ def with_short_sentences(data: Path, texts: list[str], held: list[str], exclude:
     sentence also in ``exclude`` (STS-B test, what the table evaluates on) is dropped; ``held`` is left
     out so every row's fidelity is measured on texts its student never saw.
     """
-    from embedforge.evaluate.sts import load_stsb
-
     short: list[str] = []
     for split in ("train", "dev"):
         sts = load_stsb(data / "sts", split)

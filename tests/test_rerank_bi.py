@@ -13,9 +13,8 @@ import pytest
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
-from test_rerank_model import DOCS, QUERY, collection_dir  # noqa: E402,F401  (a module fixture, reused)
+from test_rerank_model import DOCS, QUERY, collection_dir, scores_three_ways  # noqa: E402,F401  (a module fixture, reused)
 
-from embedforge.cli import main  # noqa: E402
 from embedforge.encode import encode  # noqa: E402
 from embedforge.rerank.model import BiEncoderReranker, load_cross_encoder, pair_scores  # noqa: E402
 
@@ -47,24 +46,10 @@ def test_an_embedding_model_rescores_by_cosine_with_its_prompts(prompted_dir: Pa
 def test_cli_search_and_both_endpoints_agree_with_a_bi_encoder(
     prompted_dir: Path, collection_dir: Path, tiny_model_dir: Path, tiny_model: Any, tmp_path: Path  # noqa: F811
 ) -> None:
-    from embedforge.serve import ServeConfig, create_app
-    from embedforge.serve.server import running_server
-
-    run = tmp_path / "run.tsv"
-    argv = ["search", "--collection", str(collection_dir), "--query", QUERY, "--top-k", str(len(DOCS)),
-            "--rerank", str(prompted_dir), "--rerank-depth", str(len(DOCS)), "--output", str(run)]
-    assert main(argv) == 0
-    cli = {line.split("\t")[1]: float(line.split("\t")[3]) for line in run.read_text().splitlines()}
-    config = ServeConfig(model=str(tiny_model_dir), collection=str(collection_dir), reranker=str(prompted_dir))
-    with running_server(create_app(config, model=tiny_model)) as url, httpx.Client(base_url=url, timeout=60) as client:
-        searched = client.post("/v1/search", json={"query": QUERY, "top_k": len(DOCS), "rerank": True})
-        ranked = client.post("/v1/rerank", json={"query": QUERY, "documents": [d["text"] for d in DOCS]})
-    assert searched.status_code == 200 and ranked.status_code == 200, (searched.text, ranked.text)
-    body = ranked.json()
-    assert body["method"] == "bi-encoder-reranker"
+    cli, search_scores, rerank_scores, method = scores_three_ways(
+        prompted_dir, collection_dir, tiny_model_dir, tiny_model, tmp_path)
+    assert method == "bi-encoder-reranker"
     ids = [d["id"] for d in DOCS]
-    rerank_scores = {DOCS[r["index"]]["id"]: r["relevance_score"] for r in body["results"]}
-    search_scores = {h["id"]: h["score"] for h in searched.json()["data"][0]["hits"]}
     expected = pair_scores(load_cross_encoder(prompted_dir), [(QUERY, d["text"]) for d in DOCS])
     np.testing.assert_allclose([rerank_scores[i] for i in ids], expected, atol=1e-5)
     np.testing.assert_allclose([search_scores[i] for i in ids], expected, atol=1e-5)

@@ -73,20 +73,21 @@ def test_the_scorer_takes_the_last_output(two_output_dir: Path) -> None:
         load_cross_encoder(two_output_dir / "missing")
 
 
-def test_cli_search_and_both_endpoints_agree(
-    two_output_dir: Path, collection_dir: Path, tiny_model_dir: Path, tiny_model: Any, tmp_path: Path
-) -> None:
+def scores_three_ways(reranker_dir: Path, collection_dir: Path, tiny_model_dir: Path, tiny_model: Any, tmp_path: Path,
+                      depth_flag: str = "--rerank-depth") -> tuple[dict[str, float], dict[str, float], dict[str, float], str]:
+    """Scores by document id of every DOC for QUERY re-ranked with ``reranker_dir``: from `embedforge search
+    --rerank` (its run file), /v1/search with rerank, /v1/rerank; and the method /v1/rerank reports."""
     from embedforge.serve import ServeConfig, create_app
     from embedforge.serve.server import running_server
 
     run = tmp_path / "run.tsv"
     argv = ["search", "--collection", str(collection_dir), "--query", QUERY, "--top-k", str(len(DOCS)),
-            "--rerank", str(two_output_dir), "--rerank-top", str(len(DOCS)), "--output", str(run)]
+            "--rerank", str(reranker_dir), depth_flag, str(len(DOCS)), "--output", str(run)]
     assert main(argv) == 0
     cli = {line.split("\t")[1]: float(line.split("\t")[3]) for line in run.read_text().splitlines()}
     assert set(cli) == {d["id"] for d in DOCS}
 
-    config = ServeConfig(model=str(tiny_model_dir), collection=str(collection_dir), reranker=str(two_output_dir))
+    config = ServeConfig(model=str(tiny_model_dir), collection=str(collection_dir), reranker=str(reranker_dir))
     with running_server(create_app(config, model=tiny_model)) as url, httpx.Client(base_url=url, timeout=60) as client:
         searched = client.post("/v1/search", json={"query": QUERY, "top_k": len(DOCS), "rerank": True})
         assert searched.status_code == 200, searched.text
@@ -94,8 +95,17 @@ def test_cli_search_and_both_endpoints_agree(
         assert ranked.status_code == 200, ranked.text
     search_scores = {h["id"]: h["score"] for h in searched.json()["data"][0]["hits"]}
     body = ranked.json()
-    assert body["method"] == "cross-encoder" and len(body["results"]) == len(DOCS)  # one score per document
+    assert len(body["results"]) == len(DOCS)  # one score per document
     rerank_scores = {DOCS[r["index"]]["id"]: r["relevance_score"] for r in body["results"]}
+    return cli, search_scores, rerank_scores, body["method"]
+
+
+def test_cli_search_and_both_endpoints_agree(
+    two_output_dir: Path, collection_dir: Path, tiny_model_dir: Path, tiny_model: Any, tmp_path: Path
+) -> None:
+    cli, search_scores, rerank_scores, method = scores_three_ways(
+        two_output_dir, collection_dir, tiny_model_dir, tiny_model, tmp_path, depth_flag="--rerank-top")
+    assert method == "cross-encoder"
 
     ids = [d["id"] for d in DOCS]
     expected = last_logits(two_output_dir, [(QUERY, d["text"]) for d in DOCS])

@@ -112,16 +112,14 @@ def load_cross_encoder(path: str | os.PathLike[str], *, max_length: int | None =
         from sentence_transformers import CrossEncoder
     except ImportError as err:  # pragma: no cover - a core dependency
         raise InputError("re-ranking needs sentence-transformers") from err
-    p = Path(path)
-    from embedforge.models import BUNDLED_MODELS, resolve_model
+    from embedforge.models import BUNDLED_MODELS, load_model, resolve_model
 
+    p = Path(path)
     if str(path) in BUNDLED_MODELS and not p.exists():  # a bundled embedding model by name, e.g. multilingual-e5-small
         p = Path(resolve_model(str(path)))
     if not p.is_dir() or not (p / "config.json").is_file():
         raise InputError("is not a cross-encoder directory (expected config.json + weights)", p)
     if is_embedding_model_dir(p):
-        from embedforge.models import load_model
-
         return BiEncoderReranker(load_model(p), max_length=max_length)
     max_length = cap_max_length(p, max_length)
     try:

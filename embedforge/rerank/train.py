@@ -243,7 +243,8 @@ def train_reranker(
     resolved = resolve_model(model_name)
     max_length = cap_max_length(resolved, config.max_length) if Path(resolved).is_dir() else config.max_length
     device = train_device()
-    head_lr = head_learning_rate(config, resolved)
+    fresh_head = not has_trained_head(resolved)
+    head_lr = config.head_lr if config.head_lr is not None else (FRESH_HEAD_LR if fresh_head else config.lr)
     import torch
 
     torch.manual_seed(config.seed)  # the fresh head's initialisation, so a run is reproducible
@@ -297,7 +298,7 @@ def train_reranker(
                 "source": pairs.source,
                 "config": dataclasses.asdict(config),
                 "head_lr": head_lr,
-                "fresh_head": not has_trained_head(resolved),
+                "fresh_head": fresh_head,
                 "device": device,
                 "train_seconds": round(train_seconds, 1),
                 "train_loss": float(getattr(result, "training_loss", float("nan"))),
@@ -324,13 +325,6 @@ def has_trained_head(model_dir: str | os.PathLike[str]) -> bool:
     except (OSError, json.JSONDecodeError):
         return False
     return any(str(a).endswith("ForSequenceClassification") for a in config.get("architectures") or [])
-
-
-def head_learning_rate(config: RerankerConfig, start: str | os.PathLike[str]) -> float:
-    """``config.head_lr``, or by default :data:`FRESH_HEAD_LR` for a new head and ``config.lr`` for a trained one."""
-    if config.head_lr is not None:
-        return config.head_lr
-    return config.lr if has_trained_head(start) else FRESH_HEAD_LR
 
 
 def _optimizer(model: Any, config: RerankerConfig, head_lr: float) -> Any:
