@@ -731,6 +731,7 @@ class Collection:
         fusion: str = DEFAULT_FUSION,
         rerank: Any = None,
         rerank_top: int = DEFAULT_RERANK_TOP,
+        rerank_weights: Sequence[float] | None = None,
     ) -> list[list[Hit]]:
         """Top-``top_k`` hits per query, best first (see :func:`embedforge.query.search_collection`).
 
@@ -740,11 +741,13 @@ class Collection:
             mode: ``dense``, ``bm25`` or ``hybrid`` (dense + BM25 fused by ``fusion``: ``rrf`` or ``score``).
             model: the collection's model, already loaded (checked against its fingerprint); default: load it.
             where: metadata filter, see :func:`embedforge.query.match_metadata`.
-            rerank: a CrossEncoder or its directory; re-scores the top ``max(top_k, rerank_top)``.
+            rerank: a CrossEncoder or its directory (or a list of them); re-scores exactly the top ``rerank_top``.
+            rerank_weights: fuse the re-rankers' scores with the first stage's (its weight first, then one
+                per re-ranker) instead of replacing it.
         """
         return search_collection(
             self, queries, top_k=top_k, mode=mode, model=model, where=where, fusion=fusion,
-            rerank=rerank, rerank_top=rerank_top,
+            rerank=rerank, rerank_top=rerank_top, rerank_weights=rerank_weights,
         )
 
     def hit(self, row: int, score: float) -> Hit:

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from embedforge.errors import InputError
+from embedforge.fusion import RRF_K, rrf_fuse, score_fuse
 from embedforge.rerank.model import load_cross_encoder, rerank_candidates
 
 __all__ = [
@@ -45,7 +46,6 @@ FUSIONS = ("rrf", "score")
 # nDCG@10 score / RRF: SciFact 0.729 / 0.718, msmarco-5k 0.794 / 0.790, dbpedia-5k 0.467 / 0.473.
 DEFAULT_FUSION = "score"
 CANDIDATES = 100  # per-retriever candidates fused in hybrid mode (at least top_k)
-RRF_K = 60  # Cormack, Clarke & Büttcher (SIGIR 2009): the constant in 1 / (k + rank)
 
 
 @dataclass(frozen=True)
@@ -138,43 +138,6 @@ class BM25Index:
 
 
 # ---------------------------------------------------------------- fusion
-
-
-def rrf_fuse(rankings: Sequence[Sequence[int]], k: int = RRF_K) -> dict[int, float]:
-    """Reciprocal-rank fusion: score(d) = Σ_lists 1 / (k + rank(d)), rank 1-based (Cormack et al. 2009).
-
-    ``rankings``: lists of row ids, best first (``-1`` entries are skipped).
-    """
-    fused: dict[int, float] = {}
-    for ranking in rankings:
-        rank = 0
-        for row in ranking:
-            if row < 0:
-                continue
-            rank += 1
-            fused[int(row)] = fused.get(int(row), 0.0) + 1.0 / (k + rank)
-    return fused
-
-
-def score_fuse(runs: Sequence[Mapping[int, float]], weights: Sequence[float] | None = None) -> dict[int, float]:
-    """Min-max normalised score fusion (CombSUM of normalised scores; Fox & Shaw 1994, Lee 1997).
-
-    Per run, s' = (s − min) / (max − min) over that run's returned candidates (all 1.0 if
-    max = min); score(d) = Σ_runs w_run · s'(d), a document missing from a run adding 0.
-    """
-    weights = list(weights) if weights is not None else [1.0] * len(runs)
-    if len(weights) != len(runs):
-        raise InputError(f"{len(weights)} weights for {len(runs)} runs")
-    fused: dict[int, float] = {}
-    for run, weight in zip(runs, weights, strict=True):
-        if not run:
-            continue
-        values = np.fromiter(run.values(), dtype=np.float64)
-        lo, hi = float(values.min()), float(values.max())
-        for row, score in run.items():
-            norm = 1.0 if hi == lo else (score - lo) / (hi - lo)
-            fused[row] = fused.get(row, 0.0) + weight * norm
-    return fused
 
 
 def fuse(
@@ -292,6 +255,7 @@ def search_collection(
     rerank: Any = None,
     rerank_top: int = 30,
     rerank_depth: int | None = None,
+    rerank_weights: Sequence[float] | None = None,
 ) -> list[list[Hit]]:
     """Retrieve (dense / BM25 / hybrid), filter by metadata, optionally re-rank; ``top_k`` hits per query.
 
@@ -300,7 +264,9 @@ def search_collection(
     queries' pairs in one batched pass) and re-sorted by the cross-encoder's score, which becomes
     their hit score; candidates below the depth keep the first stage's order under them
     (:func:`embedforge.rerank.model.rerank_candidates`). ``rerank_top`` is the older name of
-    ``rerank_depth``, used when ``rerank_depth`` is None.
+    ``rerank_depth``, used when ``rerank_depth`` is None. ``rerank`` may be a list of scorers, and
+    ``rerank_weights`` (the first stage's, then one per scorer) fuses their scores with the first
+    stage's instead of replacing it (min-max score fusion over the re-scored candidates).
     """
     if isinstance(queries, str):
         raise InputError("search() takes a list of queries, not a single string; wrap it in a list")
@@ -315,8 +281,8 @@ def search_collection(
     queries = list(queries)
     if not queries:
         return []
-    if rerank is not None and not hasattr(rerank, "predict"):
-        rerank = load_cross_encoder(rerank)
+    if rerank is not None:
+        rerank = [r if hasattr(r, "predict") else load_cross_encoder(r) for r in (rerank if isinstance(rerank, list | tuple) else [rerank])]
     rerank_depth = rerank_top if rerank_depth is None else rerank_depth
     if rerank is not None and (int(rerank_depth) != rerank_depth or rerank_depth < 1):
         raise InputError(f"the re-rank depth must be a positive integer, got {rerank_depth}")
@@ -334,5 +300,5 @@ def search_collection(
             scores, rows = fuse(dense, sparse, depth, fusion)
     candidates = [[(int(r), float(s)) for r, s in zip(rows[i], scores[i], strict=True) if r >= 0] for i in range(len(queries))]
     if rerank is not None:
-        candidates = rerank_candidates(rerank, queries, candidates, collection.text, rerank_depth)
+        candidates = rerank_candidates(rerank, queries, candidates, collection.text, rerank_depth, weights=rerank_weights)
     return [[collection.hit(r, s) for r, s in cands[:top_k]] for cands in candidates]

@@ -46,8 +46,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--output", help="RUN.tsv: query-id, doc-id, rank, score per line (required with --queries)")
     p.add_argument("--mode", choices=["dense", "bm25", "hybrid"], default="dense")
     p.add_argument("--fusion", choices=["rrf", "score"], default=None, help="hybrid fusion (default score: min-max normalised, measured better on 2 of 3 data sets)")
-    p.add_argument("--rerank", metavar="DIR", help="re-rank the top candidates with this cross-encoder, or with this "
-                   "embedding model's cosine (a sentence-transformers embedding model's directory, its prompts applied)")
+    p.add_argument("--rerank", metavar="DIR", action="append", help="re-rank the top candidates with this cross-encoder, or with this "
+                   "embedding model's cosine (a sentence-transformers embedding model's directory or a bundled name, its prompts "
+                   "applied); repeat it to fuse several with --rerank-weights")
+    p.add_argument("--rerank-weights", metavar="W0,W1,...", help="fuse instead of replace: min-max score fusion of the first "
+                   "stage (W0) and each --rerank in order (W1, ...) over the re-scored candidates; e.g. 0.5,0.5")
     p.add_argument("--rerank-depth", type=int, metavar="N", default=None,
                    help=f"first-stage candidates re-scored per query: exactly N, whatever --top-k; the rest keep the "
                         f"first stage's order below them (default {DEFAULT_RERANK_DEPTH})")
@@ -146,12 +149,38 @@ def _rerank_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     if depth < 1:
         raise InputError(f"--rerank-depth must be >= 1, got {depth}")
     if not args.rerank:
+        if args.rerank_weights:
+            raise InputError("--rerank-weights needs --rerank DIR (one per weight after the first stage's)")
         return {}
-    rerank = load_cross_encoder(args.rerank)
-    reason = not_recommended_reason(args.rerank)
-    if reason:
-        print(f"warning: {args.rerank} is not a recommended re-ranker; it will likely lower quality: {reason}", file=sys.stderr)
-    return {"rerank": rerank, "rerank_top": depth}
+    weights = _weights(args.rerank_weights, len(args.rerank))  # checked before any model loads
+    rerank = [load_cross_encoder(d) for d in args.rerank]
+    for i, d in enumerate(args.rerank):
+        reason = not_recommended_reason(d)
+        if reason and weights is None:
+            print(f"warning: {d} is not a recommended re-ranker; it will likely lower quality: {reason}", file=sys.stderr)
+        elif reason and weights is not None:
+            print(f"warning: {d} is not recommended on its own ({reason}); here it is fused with weight {weights[i + 1]:g}",
+                  file=sys.stderr)
+    out: dict[str, Any] = {"rerank": rerank if len(rerank) > 1 else rerank[0], "rerank_top": depth}
+    if weights is not None:
+        out["rerank_weights"] = weights
+    return out
+
+
+def _weights(text: str | None, n_rerankers: int) -> list[float] | None:
+    """``--rerank-weights`` as checked floats: the first stage's, then one per ``--rerank``; None when not given."""
+    from embedforge.rerank.model import fusion_weights
+
+    if not text:
+        if n_rerankers > 1:
+            raise InputError(f"{n_rerankers} --rerank models need --rerank-weights W0,W1,... "
+                             "(the first stage's weight, then one per --rerank)")
+        return None
+    try:
+        weights = [float(w) for w in text.split(",")]
+    except ValueError:
+        raise InputError(f"--rerank-weights expects comma-separated numbers such as 0.5,0.5, got {text!r}") from None
+    return fusion_weights(weights, n_rerankers)
 
 
 def cmd_search(args: argparse.Namespace) -> int:

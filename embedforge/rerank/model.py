@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from embedforge.errors import InputError
+from embedforge.fusion import score_fuse
 
 __all__ = [
     "DEFAULT_RERANK_DEPTH",
@@ -37,6 +38,7 @@ __all__ = [
     "not_recommended_reason",
     "pair_scores",
     "rerank_candidates",
+    "fusion_weights",
     "rerank_scores",
 ]
 
@@ -178,6 +180,22 @@ def _scores_with_progress(cross_encoder: Any, pairs: list[tuple[str, str]], batc
     return out
 
 
+def fusion_weights(weights: Sequence[float] | None, n_scorers: int) -> list[float] | None:
+    """Checked fusion weights of a second stage: the first stage's, then one per scorer (finite, >= 0,
+    not all 0); None (replace the first stage's score) is allowed for one scorer only."""
+    if weights is None:
+        if n_scorers > 1:
+            raise InputError(f"{n_scorers} re-rankers need fusion weights: the first stage's, then one per re-ranker")
+        return None
+    out = [float(w) for w in weights]
+    if len(out) != n_scorers + 1:
+        raise InputError(f"{len(out)} fusion weights for the first stage and {n_scorers} re-ranker(s); "
+                         f"expected {n_scorers + 1} (the first stage's, then one per re-ranker)")
+    if any(not np.isfinite(w) or w < 0 for w in out) or sum(out) <= 0:
+        raise InputError(f"fusion weights must be finite, >= 0 and not all 0, got {out}")
+    return out
+
+
 def rerank_candidates(
     cross_encoder: Any,
     queries: Sequence[str],
@@ -186,28 +204,45 @@ def rerank_candidates(
     depth: int,
     *,
     batch_size: int = 32,
+    weights: Sequence[float] | None = None,
 ) -> list[list[tuple[int, float]]]:
     """Re-score exactly the top ``depth`` first-stage candidates of every query; the rest stay below.
 
     ``candidates[i]`` is query i's first-stage list of (row, score), best first; ``text(row)`` its
     document text. The pairs of all queries are scored together (one batched pass, a progress bar
     for many), so the cost is ``sum(min(depth, len(c)))`` pairs, whatever the caller's top-k. Per
-    query the result is the re-scored candidates by descending cross-encoder score, then the
+    query the result is the re-scored candidates by descending second-stage score, then the
     candidates below ``depth`` in their first-stage order, their scores shifted to stay below the
     last re-scored one (scores fall with rank, as run files and trec_eval expect).
+
+    ``cross_encoder`` is one scorer (anything with CrossEncoder's ``predict``) or a list of them.
+    Without ``weights`` (one scorer only) its score replaces the first stage's. With ``weights``
+    (first stage, then one per scorer; non-negative, not all 0) the new score is their min-max
+    score fusion over the re-scored candidates (:func:`embedforge.fusion.score_fuse`):
+    ``w0·first' + Σ wi·scorer_i'``. Fusion is what made a second stage help in
+    ``bench/rerank_scifact.py``; a cross-encoder's score alone lowered nDCG@10 there.
     """
     if depth < 0:
         raise InputError(f"the re-rank depth must be >= 0, got {depth}")
+    scorers = list(cross_encoder) if isinstance(cross_encoder, list | tuple) else [cross_encoder]
+    if not scorers:
+        raise InputError("no re-ranker given")
+    weights = fusion_weights(weights, len(scorers))
     pairs = [(q, text(r)) for q, cands in zip(queries, candidates, strict=True) for r, _ in cands[:depth]]
-    scores = _scores_with_progress(cross_encoder, pairs, batch_size)  # (n_pairs,)
+    scores = [_scores_with_progress(s, pairs, batch_size) for s in scorers]  # each (n_pairs,)
     out: list[list[tuple[int, float]]] = []
     at = 0
     for cands in candidates:
         top, rest = list(cands[:depth]), list(cands[depth:])
-        ce = scores[at : at + len(top)]
+        if weights is None:
+            second = scores[0][at : at + len(top)]
+        else:
+            runs = [{j: s for j, (_, s) in enumerate(top)}] + [dict(enumerate(x[at : at + len(top)].tolist())) for x in scores]
+            fused = score_fuse(runs, weights)
+            second = np.array([fused[j] for j in range(len(top))], dtype=np.float64)
         at += len(top)
-        order = np.argsort(-ce, kind="stable")
-        ranked = [(top[j][0], float(ce[j])) for j in order]
+        order = np.argsort(-second, kind="stable")
+        ranked = [(top[j][0], float(second[j])) for j in order]
         if ranked and rest:
             shift = rest[0][1] - ranked[-1][1] + 1.0  # the first hit below the depth scores 1 under the last re-scored
             rest = [(r, s - shift) for r, s in rest]
