@@ -11,7 +11,15 @@ candidates (``embedforge.rerank.model.rerank_candidates``, the code behind ``--r
 - ``ce-large``: the same from ``--large-model`` (e.g. an all-mpnet-base-v2 directory), when given;
 - ``bi-large``: ``--large-model`` as a bi-encoder re-scoring the candidates (cosine), when given;
 - ``<option>+fused``: w·second + (1 − w)·first stage (both min-max normalised over the N
-  candidates), w chosen per depth on the held-out train queries.
+  candidates), w chosen per depth on the held-out train queries;
+- ``all+fused``: the first stage and every option at once, one weight each (a 0.1 grid on the simplex),
+  chosen per depth on the held-out train queries; the depth with the best held-out nDCG@10 is the
+  pipeline "picked on held-out train", compared with the first stage by paired bootstrap — the
+  honest headline, as the per-data-set "best" is picked on test. ``embedforge search --rerank A
+  --rerank B --rerank-weights W0,WA,WB`` runs the same fusion.
+
+``--first-model`` sets a first stage other than ``--model`` (e.g. the adapted model, the best SciFact
+first stage); ``--cross-encoder DIR`` re-uses a cross-encoder trained before; ``--no-train`` skips training.
 
 Reported per data set (SciFact test, msmarco-5k, dbpedia-5k; the last two have no training data):
 nDCG@10 / Recall@100, second-stage queries/s (the depth-100 pass timed; smaller depths scale by
@@ -27,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import random
 import sys
@@ -66,15 +75,15 @@ class Split:
         self.ids, self.texts, queries, self.qrels = load_beir(Path(args.data_dir) / "retrieval" / name, split, limit)
         self.qids = sorted(queries)
         self.qtexts = [queries[q] for q in self.qids]
-        key = hashlib.sha256("\0".join([args.model, name, split, *self.ids, *self.qids]).encode()).hexdigest()[:16]
+        key = hashlib.sha256("\0".join([args.first_model, name, split, *self.ids, *self.qids]).encode()).hexdigest()[:16]
         file = CACHE / f"rerank-first-{name}-{split}-{key}.npz"
         if file.is_file():
             z = np.load(file)
             self.scores, self.rows = z["scores"], z["rows"]
             return
-        safe = "".join(c if c.isalnum() else "_" for c in args.model)
-        dvec = cached_embeddings(model, args.model, self.texts, f"{safe}-{name}-docs", args.batch_size)
-        qvec = cached_embeddings(model, args.model, self.qtexts, f"{safe}-{name}-{split}-queries", args.batch_size)
+        safe = "".join(c if c.isalnum() else "_" for c in args.first_model)[-40:]
+        dvec = cached_embeddings(model, args.first_model, self.texts, f"{safe}-{name}-docs", args.batch_size)
+        qvec = cached_embeddings(model, args.first_model, self.qtexts, f"{safe}-{name}-{split}-queries", args.batch_size)
         dense = exact_search(qvec, dvec, np.arange(len(self.ids), dtype=np.int64), FIRST_K)
         sparse = BM25Index.build(self.texts).search(self.qtexts, FIRST_K)
         self.scores, self.rows = fuse(dense, sparse, FIRST_K, "score")
@@ -198,6 +207,21 @@ def evaluate(split: Split, scores: np.ndarray, rows: np.ndarray) -> dict[str, fl
     return {"ndcg@10": round(ndcg_at_k(run, split.qrels, 10), 4), "recall@100": round(recall_at_k(run, split.qrels, 100), 4)}
 
 
+def combine(split: Split, seconds: list[np.ndarray], depth: int, weights: tuple[float, ...]) -> np.ndarray:
+    """weights[0]·first stage + Σ weights[i]·seconds[i-1] over the top ``depth`` (each min-max normalised per query),
+    NaN where a candidate is missing: the fusion of several second stages at once (option ``all+fused``)."""
+    top = [x[:, :depth].astype(np.float64) for x in seconds]
+    missing = np.any([np.isnan(x) for x in top], axis=0)
+    parts = [np.where(missing, np.nan, split.scores[:, :depth].astype(np.float64)), *(np.where(missing, np.nan, x) for x in top)]
+    return np.sum([w * _minmax(x) for w, x in zip(weights, parts, strict=True)], axis=0)
+
+
+def simplex(n: int, steps: int = 10) -> list[tuple[float, ...]]:
+    """Every weight vector of ``n`` non-negative multiples of 1/steps summing to 1."""
+    grid = [c for c in itertools.product(range(steps + 1), repeat=n - 1) if sum(c) <= steps]
+    return [tuple(x / steps for x in (*c, steps - sum(c))) for c in grid]
+
+
 def choose_weights(split: Split, second: np.ndarray, depths: list[int]) -> dict[int, float]:
     """Per depth, the fusion weight with the best nDCG@10 on ``split`` (held-out train queries)."""
     return {d: max(WEIGHTS, key=lambda w: ndcg_at_k(split.run(*reorder(split, second, d, w)), split.qrels, 10)) for d in depths}
@@ -215,9 +239,17 @@ def build_options(args: argparse.Namespace, model: Any) -> tuple[dict[str, Any],
     scorers: dict[str, Any] = {}
     records: dict[str, Any] = {}
     bases = [("ce-minilm", args.model)] + ([("ce-large", args.large_model)] if args.large_model else [])
-    for name, base in bases:
+    for name, base in bases if args.train else []:
         path, records[name] = train_option(base, pairs, args)
         scorers[name] = load_cross_encoder(path, max_length=args.max_length)
+    for given in args.cross_encoder:  # trained before (e.g. by an earlier run of this script): used as they are
+        name = "ce-" + Path(given).name
+        info = json.loads((Path(given) / "embedforge_reranker.json").read_text())
+        records[name] = {"chosen": str(Path(given).resolve()), "device": info.get("device"), "given": True,
+                         "train_seconds": info.get("train_seconds"), "recommended": info.get("recommended"),
+                         "recommended_reason": info.get("recommended_reason"), "config": info.get("config"),
+                         "heldout": info.get("heldout"), "base_model": info.get("base_model")}
+        scorers[name] = load_cross_encoder(given, max_length=args.max_length)
     from embedforge.models import load_model
 
     if args.large_model:
@@ -268,6 +300,7 @@ def bench_dataset(name: str, args: argparse.Namespace, model: Any, scorers: dict
     per_query: dict[str, dict[str, float]] = {"first-stage": ndcg_per_query(split.run(split.scores, split.rows), split.qrels, 10)}
     out: dict[str, Any] = {"queries": len(split.qids), "docs": len(split.ids), "first-stage": first, "options": {}}
     deepest = max(args.depths)
+    collected: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}  # option: (test scores, held-out train scores, seconds)
     for option, scorer in scorers.items():
         identity = scorer.name if isinstance(scorer, BiEncoder) else str(records[option].get("chosen", ""))
         s = bi_scorer(scorer, split, name, args) if isinstance(scorer, BiEncoder) else scorer
@@ -275,7 +308,9 @@ def bench_dataset(name: str, args: argparse.Namespace, model: Any, scorers: dict
         weights: dict[int, float] = {}
         if held is not None:
             hs = bi_scorer(scorer, held, "scifact-train", args) if isinstance(scorer, BiEncoder) else scorer
-            weights = choose_weights(held, second_scores(option, hs, held, deepest, args, identity)[0], list(args.depths))
+            held_second = second_scores(option, hs, held, deepest, args, identity)[0]
+            weights = choose_weights(held, held_second, list(args.depths))
+            collected[option] = (second, held_second, seconds)
         for fused in (False, True):
             if fused and not weights:
                 continue
@@ -291,6 +326,33 @@ def bench_dataset(name: str, args: argparse.Namespace, model: Any, scorers: dict
                 per_query[f"{label}@{d}"] = ndcg_per_query(split.run(*reorder(split, second, d, weights[d] if fused else None)),
                                                             split.qrels, 10)
             out["options"][label] = rows_out
+    if held is not None and len(collected) > 1:  # (d) with every second stage at once: one weight each, chosen on held-out train
+        names = list(collected)
+        grid = simplex(len(names) + 1)
+        rows_out = {}
+        held_best: tuple[float, int] | None = None  # (held-out nDCG@10, depth): the pipeline picked without test
+        for d in args.depths:
+            def held_ndcg(w: tuple[float, ...], d: int = d) -> float:
+                return float(ndcg_at_k(held.run(*reorder(held, combine(held, [collected[n][1] for n in names], d, w), d, None)),
+                                       held.qrels, 10))
+            w = max(grid, key=held_ndcg)
+            if held_best is None or held_ndcg(w) > held_best[0]:
+                held_best = (held_ndcg(w), d)
+            fused = reorder(split, combine(split, [collected[n][0] for n in names], d, w), d, None)
+            r = evaluate(split, *fused)
+            cost = sum(collected[n][2] * (1.0 if n.startswith("bi-") else d / deepest) for n in names)
+            r["queries_per_s"] = round(len(split.qids) / max(cost, 1e-9), 2)
+            r["weights"] = dict(zip(["first-stage", *names], w, strict=True))
+            rows_out[str(d)] = r
+            per_query[f"all+fused@{d}"] = ndcg_per_query(split.run(*fused), split.qrels, 10)
+        out["options"]["all+fused"] = rows_out
+        assert held_best is not None
+        pick = f"all+fused@{held_best[1]}"
+        diff, lo, hi = paired_bootstrap(per_query["first-stage"], per_query[pick], seed=args.seed)
+        out["picked_on_heldout_vs_first_stage"] = {
+            "pipeline": pick, "heldout_ndcg@10": round(held_best[0], 4), "ndcg@10": rows_out[str(held_best[1])]["ndcg@10"],
+            "ndcg@10_diff": round(diff, 4), "ci95": [round(lo, 4), round(hi, 4)], "beats_first_stage": bool(lo > 0),
+            "note": "depth and weights chosen on held-out SciFact train queries, never on this test set"}
     best = max((k for k in per_query if k != "first-stage"), key=lambda k: np.mean(list(per_query[k].values())), default=None)
     if best is not None:
         diff, lo, hi = paired_bootstrap(per_query["first-stage"], per_query[best], seed=args.seed)
@@ -304,7 +366,7 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         "## Retrieve & re-rank, `bench/rerank_scifact.py`",
         "",
-        f"First stage: hybrid score fusion with `{results['model']}` (top {FIRST_K}). Second stages re-score exactly the "
+        f"First stage: hybrid score fusion with `{results.get('first_model') or results['model']}` (top {FIRST_K}). Second stages re-score exactly the "
         f"top N. nDCG@10 / Recall@100 (second-stage queries/s). Training device {results['device']}; "
         f"machine: {m['cpu']}, {m['cores']} cores; commit {m['commit']}.",
         "",
@@ -317,6 +379,15 @@ def markdown(results: dict[str, Any]) -> str:
         for option, rows in ds["options"].items():
             cells = [f"{rows[d]['ndcg@10']:.3f} / {rows[d]['recall@100']:.3f} ({rows[d]['queries_per_s']:.1f} q/s)" for d in depths]
             lines.append(f"| {option} | " + " | ".join(cells) + " |")
+        h = ds.get("picked_on_heldout_vs_first_stage")
+        if h:
+            lines += ["", f"Picked on held-out train (depth and weights, no test data): {h['pipeline']}, {h['ndcg@10']:.3f}, "
+                          f"{h['ndcg@10_diff']:+.3f} nDCG@10 vs the first stage (95% CI [{h['ci95'][0]:+.3f}, {h['ci95'][1]:+.3f}]"
+                          f"{'; beyond noise' if h['beats_first_stage'] else '; not beyond noise'})."]
+        fused_rows = ds["options"].get("all+fused")
+        if fused_rows:
+            lines += ["", "all+fused weights (first stage, then each option above in order; chosen per depth on held-out train): "
+                      + "; ".join(f"N={d}: " + ", ".join(f"{v:.1f}" for v in fused_rows[d]["weights"].values()) for d in depths) + "."]
         b = ds.get("best_vs_first_stage")
         if b:
             lines += ["", f"Best: {b['pipeline']}, {b['ndcg@10_diff']:+.3f} nDCG@10 vs the first stage "
@@ -327,7 +398,8 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(f"- {option}: {rec.get('model', option)} as given, no training (prefixes {rec.get('prefixes')}); its "
                          "queries/s counts encoding the queries, the documents' vectors being made at index time")
             continue
-        lines.append(f"- {option}: trained in {rec.get('train_seconds')} s on {rec.get('device')} "
+        lines.append(f"- {option}: {'given (trained by an earlier run), ' if rec.get('given') else ''}trained in "
+                     f"{rec.get('train_seconds')} s on {rec.get('device')} "
                      f"({json.dumps({k: (rec.get('config') or {}).get(k) for k in ('epochs', 'lr', 'max_length', 'batch_size')})}); "
                      f"recommended by the guardrail: {rec.get('recommended')}" + (f" ({rec['recommended_reason']})" if rec.get("recommended_reason") else ""))
     return "\n".join(lines) + "\n"
@@ -338,6 +410,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default="../shared/data")
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
     p.add_argument("--model", default="minilm", help="first-stage model and the cross-encoder's start (default: the bundled MiniLM)")
+    p.add_argument("--first-model", help="first-stage model when it is not --model (e.g. the adapted model: the best "
+                   "SciFact first stage); hard negatives are mined from its hybrid run")
+    p.add_argument("--cross-encoder", action="append", default=[], metavar="DIR",
+                   help="a cross-encoder trained before, used as it is (option ce-DIRNAME); repeatable")
+    p.add_argument("--no-train", dest="train", action="store_false",
+                   help="do not train ce-minilm/ce-large (use --cross-encoder / --bi-model only)")
     p.add_argument("--large-model", help="a larger model directory (e.g. all-mpnet-base-v2) for options ce-large and bi-large")
     p.add_argument("--bi-model", help="another bi-encoder (e.g. multilingual-e5-small) re-scoring the candidates: option c "
                    "with a model that is not larger but different; fused with the first stage like the others")
@@ -368,10 +446,11 @@ def main(argv: list[str] | None = None) -> int:
     from embedforge.models import load_model
 
     t0 = time.perf_counter()
-    model = load_model(args.model)
+    args.first_model = args.first_model or args.model
+    model = load_model(args.first_model)
     scorers, training, held = build_options(args, model)
     results: dict[str, Any] = {
-        "model": args.model, "large_model": args.large_model, "depths": sorted(args.depths), "device": train_device(),
+        "model": args.model, "first_model": args.first_model, "large_model": args.large_model, "depths": sorted(args.depths), "device": train_device(),
         "max_queries": args.max_queries, "machine": machine(), "training": training,
         "datasets": {name: bench_dataset(name, args, model, scorers, held, training) for name in args.datasets},
     }
@@ -379,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     path = write_result(args.output if args.max_queries is None else f"{args.output}-smoke{args.max_queries}", results)
     table = markdown(results)
     if args.max_queries is None and not args.no_markdown:
-        update_section("rerank_scifact", table)
+        update_section("rerank_scifact" if args.output == "rerank" else f"rerank_scifact_{args.output}", table)
     print(table)
     print(f"wrote {path}", file=sys.stderr)
     return 0
