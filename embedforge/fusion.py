@@ -8,12 +8,13 @@ in the package normalises scores across runs.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 import numpy as np
 
 from embedforge.errors import InputError
 
-__all__ = ["RRF_K", "rrf_fuse", "score_fuse"]
+__all__ = ["RRF_K", "fusion_weights", "parse_fusion_weights", "rrf_fuse", "score_fuse"]
 
 RRF_K = 60  # Cormack, Clarke & Büttcher (SIGIR 2009): the constant in 1 / (k + rank)
 
@@ -53,3 +54,28 @@ def score_fuse(runs: Sequence[Mapping[int, float]], weights: Sequence[float] | N
             norm = 1.0 if hi == lo else (score - lo) / (hi - lo)
             fused[row] = fused.get(row, 0.0) + weight * norm
     return fused
+
+
+def fusion_weights(weights: Sequence[float] | None, n_scorers: int) -> list[float] | None:
+    """Checked fusion weights of a second stage: the first stage's, then one per scorer (finite, >= 0,
+    not all 0); None (replace the first stage's score) is allowed for one scorer only."""
+    if weights is None:
+        if n_scorers > 1:
+            raise InputError(f"{n_scorers} re-rankers need fusion weights: the first stage's, then one per re-ranker")
+        return None
+    out = [float(w) for w in weights]
+    if len(out) != n_scorers + 1:
+        raise InputError(f"{len(out)} fusion weights for the first stage and {n_scorers} re-ranker(s); "
+                         f"expected {n_scorers + 1} (the first stage's, then one per re-ranker)")
+    if any(not np.isfinite(w) or w < 0 for w in out) or sum(out) <= 0:
+        raise InputError(f"fusion weights must be finite, >= 0 and not all 0, got {out}")
+    return out
+
+
+def parse_fusion_weights(text: str, n_scorers: int, flag: str = "--rerank-weights") -> list[float]:
+    """``"W0,W1,..."`` (a command line's ``flag``) as checked :func:`fusion_weights`."""
+    try:
+        weights = [float(w) for w in text.split(",")]
+    except ValueError:
+        raise InputError(f"{flag} expects comma-separated numbers such as 0.5,0.5, got {text!r}") from None
+    return cast("list[float]", fusion_weights(weights, n_scorers))  # never None: weights were given

@@ -142,3 +142,60 @@ def test_cli_refuses_bad_weights_before_loading_anything(collection_dir: Path, t
     extra = [str(two_ces[0]) if x == "A" else str(two_ces[1]) if x == "B" else x for x in extra]
     assert main(["search", "--collection", str(collection_dir), "--query", "cats", *extra]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_served_search_fuses_like_the_library(collection_dir: Path, two_ces: tuple[Path, Path], tiny_model_dir: Path,
+                                              tiny_model: Any) -> None:
+    pytest.importorskip("fastapi")
+    httpx = pytest.importorskip("httpx")
+    from sentence_transformers import CrossEncoder
+
+    from embedforge.collection import Collection
+    from embedforge.serve import ServeConfig, create_app
+    from embedforge.serve.server import running_server
+
+    a = two_ces[0]
+    query = ["cats and bread"]
+    config = ServeConfig(model=str(tiny_model_dir), collection=str(collection_dir), reranker=str(a), rerank_weights=(0.6, 0.4))
+    with running_server(create_app(config, model=tiny_model)) as url, httpx.Client(base_url=url, timeout=60) as client:
+        fused = client.post("/v1/search", json={"query": query, "top_k": 6, "mode": "hybrid", "rerank": True})
+        assert fused.status_code == 200, fused.text
+        assert client.get("/health").json()["rerank_weights"] == [0.6, 0.4]
+    coll = Collection.open(collection_dir)
+    ce = CrossEncoder(str(a), num_labels=1, device="cpu")
+    want = coll.search(query, top_k=6, mode="hybrid", model=tiny_model, rerank=ce, rerank_weights=[0.6, 0.4])[0]
+    hits = fused.json()["data"][0]["hits"]
+    assert [h["id"] for h in hits] == [h.id for h in want]
+    assert [h["score"] for h in hits] == pytest.approx([h.score for h in want], abs=1e-5)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"rerank_weights": (0.5, 0.5)}, "needs a reranker"),
+    ({"reranker": "ce", "rerank_weights": (0.5, -1.0)}, ">= 0"),
+    ({"reranker": "ce", "rerank_weights": (0.5, 0.2, 0.3)}, "expected 2"),
+])
+def test_serve_config_refuses_bad_weights(kwargs: dict[str, Any], message: str) -> None:
+    from embedforge.serve import ServeConfig
+
+    with pytest.raises(InputError, match=message):
+        ServeConfig(model="minilm", **kwargs)
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--rerank-weights", "0.5,0.5"], "--rerank-weights needs --reranker"),
+    (["--reranker", "A", "--rerank-weights", "0.5,0.3,0.2"], "expected 2"),
+    (["--reranker", "A", "--rerank-weights", "half,half"], "comma-separated numbers"),
+    (["--reranker", "B", "--rerank-weights", "0.8,0.2"], "--force-reranker"),  # fused or not, the guardrail holds
+])
+def test_serve_cli_checks_weights_before_starting(two_ces: tuple[Path, Path], extra: list[str], message: str,
+                                                  monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("fastapi")
+    import embedforge.serve.server as server
+
+    started: list[Any] = []
+    monkeypatch.setattr(server, "serve", lambda config, **kwargs: started.append(config))
+    extra = [str(two_ces[0]) if x == "A" else str(two_ces[1]) if x == "B" else x for x in extra]
+    assert main(["serve", "--model", "minilm", *extra]) == 2
+    assert message in capsys.readouterr().err and not started
+    assert main(["serve", "--model", "minilm", "--reranker", str(two_ces[0]), "--rerank-weights", "0.8,0.2"]) == 0
+    assert started and started[0].rerank_weights == (0.8, 0.2)

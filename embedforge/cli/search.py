@@ -169,18 +169,14 @@ def _rerank_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 def _weights(text: str | None, n_rerankers: int) -> list[float] | None:
     """``--rerank-weights`` as checked floats: the first stage's, then one per ``--rerank``; None when not given."""
-    from embedforge.rerank.model import fusion_weights
+    from embedforge.fusion import parse_fusion_weights
 
     if not text:
         if n_rerankers > 1:
             raise InputError(f"{n_rerankers} --rerank models need --rerank-weights W0,W1,... "
                              "(the first stage's weight, then one per --rerank)")
         return None
-    try:
-        weights = [float(w) for w in text.split(",")]
-    except ValueError:
-        raise InputError(f"--rerank-weights expects comma-separated numbers such as 0.5,0.5, got {text!r}") from None
-    return fusion_weights(weights, n_rerankers)
+    return parse_fusion_weights(text, n_rerankers)
 
 
 def cmd_search(args: argparse.Namespace) -> int:

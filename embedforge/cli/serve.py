@@ -41,6 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--reranker", metavar="DIR", help="a sentence-transformers CrossEncoder directory, or an embedding model directory (its cosine re-scores), for /v1/rerank and /v1/search rerank")
     p.add_argument("--force-reranker", "--force", dest="force_reranker", action="store_true",
                    help="serve --reranker even when train-reranker saved it as not recommended (it did not beat the first stage)")
+    p.add_argument("--rerank-weights", metavar="W0,W1",
+                   help="/v1/search with \"rerank\": fuse instead of replace: min-max score fusion of the first stage "
+                        "(W0) and --reranker (W1) over the re-scored candidates, as `embedforge search --rerank-weights` "
+                        "(default: the re-ranker's order replaces the first stage's)")
     p.add_argument("--host", default=_DEFAULTS.host, help="interface to listen on (default: %(default)s, this machine only)")
     p.add_argument("--port", type=int, default=_DEFAULTS.port, help="port (default: %(default)s)")
     p.add_argument(
@@ -152,6 +156,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         model=args.model,
         collection=args.collection,
         reranker=args.reranker,
+        rerank_weights=_rerank_weights(args),
         host=args.host,
         port=args.port,
         api_keys=tuple(keys),
@@ -175,6 +180,19 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         device=args.device,
         precision=args.precision,
     )
+
+
+def _rerank_weights(args: argparse.Namespace) -> tuple[float, float] | None:
+    """``--rerank-weights W0,W1`` checked (two weights: the first stage's, the re-ranker's); None when not given."""
+    text = getattr(args, "rerank_weights", None)
+    if not text:
+        return None
+    if not args.reranker:
+        raise InputError("--rerank-weights needs --reranker DIR (the first stage's weight, then the re-ranker's)")
+    from embedforge.fusion import parse_fusion_weights
+
+    w0, w1 = parse_fusion_weights(text, 1)
+    return (w0, w1)
 
 
 def _split(value: str) -> list[str]:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from embedforge.errors import InputError
-from embedforge.fusion import score_fuse
+from embedforge.fusion import fusion_weights, score_fuse
 
 __all__ = [
     "DEFAULT_RERANK_DEPTH",
@@ -177,22 +177,6 @@ def _scores_with_progress(cross_encoder: Any, pairs: list[tuple[str, str]], batc
             chunk = pairs[start : start + PROGRESS_CHUNK]
             out[start : start + len(chunk)] = pair_scores(cross_encoder, chunk, batch_size=batch_size)
             bar.update(len(chunk))
-    return out
-
-
-def fusion_weights(weights: Sequence[float] | None, n_scorers: int) -> list[float] | None:
-    """Checked fusion weights of a second stage: the first stage's, then one per scorer (finite, >= 0,
-    not all 0); None (replace the first stage's score) is allowed for one scorer only."""
-    if weights is None:
-        if n_scorers > 1:
-            raise InputError(f"{n_scorers} re-rankers need fusion weights: the first stage's, then one per re-ranker")
-        return None
-    out = [float(w) for w in weights]
-    if len(out) != n_scorers + 1:
-        raise InputError(f"{len(out)} fusion weights for the first stage and {n_scorers} re-ranker(s); "
-                         f"expected {n_scorers + 1} (the first stage's, then one per re-ranker)")
-    if any(not np.isfinite(w) or w < 0 for w in out) or sum(out) <= 0:
-        raise InputError(f"fusion weights must be finite, >= 0 and not all 0, got {out}")
     return out
 
 

@@ -79,6 +79,7 @@ class ServeConfig:
     model: str = "minilm"  # a model name or directory, as embedforge.models.load_model takes it
     collection: str | None = None  # a collection directory for /v1/search and the web page; none: search is off
     reranker: str | None = None  # a sentence-transformers CrossEncoder directory for /v1/rerank; none: bi-encoder cosine
+    rerank_weights: tuple[float, float] | None = None  # /v1/search "rerank": min-max fuse (first stage, re-ranker) scores with these weights; none: the re-ranker's order replaces the first stage's
     host: str = "127.0.0.1"  # loopback only by default; 0.0.0.0 exposes the server to the network
     port: int = 8000  # the usual port of local model servers
     api_keys: tuple[str, ...] = ()  # accepted Bearer keys for every route but /health; empty: no authentication
@@ -129,6 +130,12 @@ class ServeConfig:
             raise InputError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.precision not in PRECISIONS:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.rerank_weights is not None:
+            from embedforge.fusion import fusion_weights
+
+            if self.reranker is None:
+                raise InputError("rerank_weights needs a reranker (the first stage's weight, then the re-ranker's)")
+            fusion_weights(self.rerank_weights, 1)
         for name in ("header_timeout_s", "keep_alive_s"):
             if not getattr(self, name) > 0:
                 raise InputError(f"{name} must be > 0, got {getattr(self, name)}")

@@ -280,6 +280,7 @@ class HealthResponse(BaseModel):
     images: bool = False  # whether the model embeds images ("modality": "image" inputs and queries)
     collection: CollectionInfo | None = None
     reranker: str | None = None
+    rerank_weights: list[float] | None = None  # the (first stage, re-ranker) fusion weights of /v1/search "rerank"; none: replaced
 
 
 class ErrorDetail(BaseModel):

@@ -361,6 +361,8 @@ class Service:
         options: dict[str, Any] = {k: v for k, v in (("where", where), ("fusion", fusion)) if v is not None}
         if rerank:
             options["rerank"] = reranker
+            if self.config.rerank_weights is not None:  # fused with the first stage (--rerank-weights)
+                options["rerank_weights"] = list(self.config.rerank_weights)
 
         def run(batch: list[str]) -> Sequence[Sequence[HitLike]]:
             return collection.search(batch, top_k=top_k, mode=mode, model=self.collection_model, **options)
