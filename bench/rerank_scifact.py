@@ -262,9 +262,28 @@ def build_options(args: argparse.Namespace, model: Any) -> tuple[dict[str, Any],
         scorers[option] = BiEncoder(bi, args.bi_model, args.bi_query_prefix, args.bi_doc_prefix)
         records[option] = {"device": "cpu", "train_seconds": 0.0, "model": args.bi_model,
                            "prefixes": [args.bi_query_prefix, args.bi_doc_prefix], "note": "used as given, no training"}
-    _, held = split_by_query(pairs, RerankerConfig().holdout, args.seed)
-    held_q = set(held.first)
-    keep = [i for i, q in enumerate(train.qtexts) if q in held_q]
+        path = Path(args.bi_model) / "embedforge.json"
+        manifest = json.loads(path.read_text()) if path.is_file() else {}
+        if manifest.get("adapt"):  # a model `embedforge adapt` wrote (option c, adapted on SciFact train): its training and decision
+            records[option].update({"train_seconds": (manifest.get("training") or {}).get("seconds"),
+                                    "base_model": manifest.get("base_model"),
+                                    "adapt": {k: manifest["adapt"].get(k) for k in ("chosen", "reason")},
+                                    "note": "adapted by `embedforge adapt` (train seconds: the chosen candidate's training)"})
+    if args.weights_on_adapt_heldout:  # the train queries `embedforge adapt --pairs` held out: no adapted model saw them
+        from embedforge.adapt.config import AdaptConfig
+        from embedforge.adapt.heldout import split_pairs
+        from embedforge.adapt.inputs import QueryPairs, load_corpus, load_query_pairs, normalize
+
+        folder = Path(args.data_dir) / "retrieval" / "scifact"
+        qp = load_query_pairs(folder, load_corpus(folder))
+        assert isinstance(qp, QueryPairs)
+        adapt_held = set(split_pairs(qp, AdaptConfig())[1].queries)
+        keep = [i for i, q in enumerate(train.qtexts) if normalize(q) in adapt_held]
+        print(f"fusion weights chosen on the {len(keep)} train queries adapt holds out", file=sys.stderr)
+    else:
+        _, held = split_by_query(pairs, RerankerConfig().holdout, args.seed)
+        held_q = set(held.first)
+        keep = [i for i, q in enumerate(train.qtexts) if q in held_q]
     if not keep:
         return scorers, records, None
     train.qids = [train.qids[i] for i in keep]
@@ -326,7 +345,7 @@ def bench_dataset(name: str, args: argparse.Namespace, model: Any, scorers: dict
                 per_query[f"{label}@{d}"] = ndcg_per_query(split.run(*reorder(split, second, d, weights[d] if fused else None)),
                                                             split.qrels, 10)
             out["options"][label] = rows_out
-    if held is not None and len(collected) > 1:  # (d) with every second stage at once: one weight each, chosen on held-out train
+    if held is not None and collected:  # (d) with every second stage at once (one: its +fused again): one weight each, chosen on held-out train
         names = list(collected)
         grid = simplex(len(names) + 1)
         rows_out = {}
@@ -395,7 +414,9 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append("")
     for option, rec in results["training"].items():
         if "recommended" not in rec:
-            lines.append(f"- {option}: {rec.get('model', option)} as given, no training (prefixes {rec.get('prefixes')}); its "
+            how = (f"adapted from {rec.get('base_model')} by `embedforge adapt` on SciFact train ({rec['adapt'].get('chosen')}, "
+                   f"{rec.get('train_seconds')} s of training: {rec['adapt'].get('reason')})") if rec.get("adapt") else "as given, no training"
+            lines.append(f"- {option}: {rec.get('model', option)} {how} (prefixes {rec.get('prefixes')}); its "
                          "queries/s counts encoding the queries, the documents' vectors being made at index time")
             continue
         lines.append(f"- {option}: {'given (trained by an earlier run), ' if rec.get('given') else ''}trained in "
@@ -422,6 +443,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bi-query-prefix", default="", help="prefix of queries for --bi-model (e5: 'query: ')")
     p.add_argument("--bi-max-length", type=int, default=256, help="--bi-model's max tokens (default 256, as the first stage)")
     p.add_argument("--bi-doc-prefix", default="", help="prefix of documents for --bi-model (e5: 'passage: ')")
+    p.add_argument("--weights-on-adapt-heldout", action="store_true",
+                   help="choose fusion weights and depths on the SciFact train queries `embedforge adapt --pairs` holds out "
+                        "(its default seed) instead of this script's own 10%% split: with adapted models, which trained on the rest")
     p.add_argument("--depths", nargs="+", type=int, default=list(DEPTHS))
     p.add_argument("--lrs", nargs="+", type=float, default=[RerankerConfig().lr], help="encoder learning rates to try (picked on held-out train)")
     p.add_argument("--head-lr", type=float, default=RerankerConfig().head_lr,
