@@ -269,6 +269,8 @@ def build_options(args: argparse.Namespace, model: Any) -> tuple[dict[str, Any],
                                     "base_model": manifest.get("base_model"),
                                     "adapt": {k: manifest["adapt"].get(k) for k in ("chosen", "reason")},
                                     "note": "adapted by `embedforge adapt` (train seconds: the chosen candidate's training)"})
+        if args.bi_note:  # what the markdown says of it (e.g. a candidate adapt trained but did not choose)
+            records[option].update({"note": args.bi_note, "train_seconds": args.bi_train_seconds})
     if args.weights_on_adapt_heldout:  # the train queries `embedforge adapt --pairs` held out: no adapted model saw them
         from embedforge.adapt.config import AdaptConfig
         from embedforge.adapt.heldout import split_pairs
@@ -414,8 +416,13 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append("")
     for option, rec in results["training"].items():
         if "recommended" not in rec:
-            how = (f"adapted from {rec.get('base_model')} by `embedforge adapt` on SciFact train ({rec['adapt'].get('chosen')}, "
-                   f"{rec.get('train_seconds')} s of training: {rec['adapt'].get('reason')})") if rec.get("adapt") else "as given, no training"
+            if rec.get("adapt"):
+                how = (f"adapted from {rec.get('base_model')} by `embedforge adapt` on SciFact train ({rec['adapt'].get('chosen')}, "
+                       f"{rec.get('train_seconds')} s of training: {rec['adapt'].get('reason')})")
+            elif rec.get("train_seconds"):
+                how = f"({rec.get('note')}; {rec.get('train_seconds')} s of training)"
+            else:
+                how = "as given, no training"
             lines.append(f"- {option}: {rec.get('model', option)} {how} (prefixes {rec.get('prefixes')}); its "
                          "queries/s counts encoding the queries, the documents' vectors being made at index time")
             continue
@@ -442,6 +449,8 @@ def main(argv: list[str] | None = None) -> int:
                    "with a model that is not larger but different; fused with the first stage like the others")
     p.add_argument("--bi-query-prefix", default="", help="prefix of queries for --bi-model (e5: 'query: ')")
     p.add_argument("--bi-max-length", type=int, default=256, help="--bi-model's max tokens (default 256, as the first stage)")
+    p.add_argument("--bi-note", help="how --bi-model was made, for the record and BENCHMARKS.md (e.g. an adapt candidate)")
+    p.add_argument("--bi-train-seconds", type=float, help="its training seconds, with --bi-note")
     p.add_argument("--bi-doc-prefix", default="", help="prefix of documents for --bi-model (e5: 'passage: ')")
     p.add_argument("--weights-on-adapt-heldout", action="store_true",
                    help="choose fusion weights and depths on the SciFact train queries `embedforge adapt --pairs` holds out "
