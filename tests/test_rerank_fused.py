@@ -199,3 +199,30 @@ def test_serve_cli_checks_weights_before_starting(two_ces: tuple[Path, Path], ex
     assert message in capsys.readouterr().err and not started
     assert main(["serve", "--model", "minilm", "--reranker", str(two_ces[0]), "--rerank-weights", "0.8,0.2"]) == 0
     assert started and started[0].rerank_weights == (0.8, 0.2)
+
+
+def test_served_search_re_scores_exactly_the_configured_depth(collection_dir: Path, two_ces: tuple[Path, Path],
+                                                              tiny_model_dir: Path, tiny_model: Any) -> None:
+    pytest.importorskip("fastapi")
+    httpx = pytest.importorskip("httpx")
+    from sentence_transformers import CrossEncoder
+
+    from embedforge.collection import Collection
+    from embedforge.serve import ServeConfig, create_app
+    from embedforge.serve.server import running_server
+
+    a = two_ces[0]
+    query = ["cats and bread"]
+    config = ServeConfig(model=str(tiny_model_dir), collection=str(collection_dir), reranker=str(a), rerank_depth=2)
+    with running_server(create_app(config, model=tiny_model)) as url, httpx.Client(base_url=url, timeout=60) as client:
+        got = client.post("/v1/search", json={"query": query, "top_k": 6, "mode": "hybrid", "rerank": True})
+        assert got.status_code == 200, got.text
+    coll = Collection.open(collection_dir)
+    ce = CrossEncoder(str(a), num_labels=1, device="cpu")
+    want = coll.search(query, top_k=6, mode="hybrid", model=tiny_model, rerank=ce, rerank_top=2)[0]
+    plain = coll.search(query, top_k=6, mode="hybrid", model=tiny_model)[0]
+    ids = [h["id"] for h in got.json()["data"][0]["hits"]]
+    assert ids == [h.id for h in want]
+    assert set(ids[:2]) == {h.id for h in plain[:2]} and ids[2:] == [h.id for h in plain[2:]]  # only the top 2 move
+    with pytest.raises(InputError, match="rerank_depth must be >= 1"):
+        ServeConfig(model="minilm", reranker=str(a), rerank_depth=0)

@@ -41,6 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--reranker", metavar="DIR", help="a sentence-transformers CrossEncoder directory, or an embedding model directory (its cosine re-scores), for /v1/rerank and /v1/search rerank")
     p.add_argument("--force-reranker", "--force", dest="force_reranker", action="store_true",
                    help="serve --reranker even when train-reranker saved it as not recommended (it did not beat the first stage)")
+    p.add_argument("--rerank-depth", type=int, metavar="N", default=_DEFAULTS.rerank_depth,
+                   help="/v1/search with \"rerank\": first-stage candidates re-scored per query (default: %(default)s)")
     p.add_argument("--rerank-weights", metavar="W0,W1",
                    help="/v1/search with \"rerank\": fuse instead of replace: min-max score fusion of the first stage "
                         "(W0) and --reranker (W1) over the re-scored candidates, as `embedforge search --rerank-weights` "
@@ -156,6 +158,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         model=args.model,
         collection=args.collection,
         reranker=args.reranker,
+        rerank_depth=args.rerank_depth,
         rerank_weights=_rerank_weights(args),
         host=args.host,
         port=args.port,

@@ -9,6 +9,7 @@ from typing import get_args
 
 from embedforge.encode import Precision
 from embedforge.errors import InputError
+from embedforge.rerank.model import DEFAULT_RERANK_DEPTH
 
 __all__ = ["ServeConfig", "available_cores", "default_torch_threads", "default_workers"]
 
@@ -79,6 +80,7 @@ class ServeConfig:
     model: str = "minilm"  # a model name or directory, as embedforge.models.load_model takes it
     collection: str | None = None  # a collection directory for /v1/search and the web page; none: search is off
     reranker: str | None = None  # a sentence-transformers CrossEncoder directory for /v1/rerank; none: bi-encoder cosine
+    rerank_depth: int = DEFAULT_RERANK_DEPTH  # /v1/search "rerank": first-stage candidates re-scored per query (search --rerank-depth; its default)
     rerank_weights: tuple[float, float] | None = None  # /v1/search "rerank": min-max fuse (first stage, re-ranker) scores with these weights; none: the re-ranker's order replaces the first stage's
     host: str = "127.0.0.1"  # loopback only by default; 0.0.0.0 exposes the server to the network
     port: int = 8000  # the usual port of local model servers
@@ -117,7 +119,7 @@ class ServeConfig:
             raise InputError(f"port must be in 0..65535, got {self.port}")
         if self.torch_threads is not None and self.torch_threads < 0:
             raise InputError(f"torch_threads must be >= 0 (0: torch's own choice), got {self.torch_threads}")
-        for name in ("workers", "max_batch_tokens", "max_queue", "max_images", "max_image_bytes"):
+        for name in ("workers", "max_batch_tokens", "max_queue", "max_images", "max_image_bytes", "rerank_depth"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
         if any(not key for key in self.api_keys):

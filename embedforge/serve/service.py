@@ -361,6 +361,7 @@ class Service:
         options: dict[str, Any] = {k: v for k, v in (("where", where), ("fusion", fusion)) if v is not None}
         if rerank:
             options["rerank"] = reranker
+            options["rerank_top"] = self.config.rerank_depth  # exactly this many re-scored, the rest below
             if self.config.rerank_weights is not None:  # fused with the first stage (--rerank-weights)
                 options["rerank_weights"] = list(self.config.rerank_weights)
 
