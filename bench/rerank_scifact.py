@@ -270,7 +270,7 @@ def build_options(args: argparse.Namespace, model: Any) -> tuple[dict[str, Any],
                                     "adapt": {k: manifest["adapt"].get(k) for k in ("chosen", "reason")},
                                     "note": "adapted by `embedforge adapt` (train seconds: the chosen candidate's training)"})
         if args.bi_note:  # what the markdown says of it (e.g. a candidate adapt trained but did not choose)
-            records[option].update({"note": args.bi_note, "train_seconds": args.bi_train_seconds})
+            records[option].update({"made": args.bi_note, "train_seconds": args.bi_train_seconds})
     if args.weights_on_adapt_heldout:  # the train queries `embedforge adapt --pairs` held out: no adapted model saw them
         from embedforge.adapt.config import AdaptConfig
         from embedforge.adapt.heldout import split_pairs
@@ -289,6 +289,7 @@ def build_options(args: argparse.Namespace, model: Any) -> tuple[dict[str, Any],
     if not keep:
         return scorers, records, None
     train.qids = [train.qids[i] for i in keep]
+    train.qrels = {q: train.qrels[q] for q in train.qids if q in train.qrels}  # averages run over the held-out queries only
     train.qtexts = [train.qtexts[i] for i in keep]
     train.scores, train.rows = train.scores[keep], train.rows[keep]
     return scorers, records, train
@@ -419,8 +420,8 @@ def markdown(results: dict[str, Any]) -> str:
             if rec.get("adapt"):
                 how = (f"adapted from {rec.get('base_model')} by `embedforge adapt` on SciFact train ({rec['adapt'].get('chosen')}, "
                        f"{rec.get('train_seconds')} s of training: {rec['adapt'].get('reason')})")
-            elif rec.get("train_seconds"):
-                how = f"({rec.get('note')}; {rec.get('train_seconds')} s of training)"
+            elif rec.get("made"):
+                how = f"({rec['made']}; {rec.get('train_seconds')} s of training)"
             else:
                 how = "as given, no training"
             lines.append(f"- {option}: {rec.get('model', option)} {how} (prefixes {rec.get('prefixes')}); its "

@@ -45,6 +45,7 @@ from embedforge.io import atomic_write, write_json
 from embedforge.lock import LOCK_FILE, write_lock
 from embedforge.models import embedding_dim
 from embedforge.query import DEFAULT_FUSION, BM25Index, Hit, match_metadata, search_collection
+from embedforge.rerank.model import DEFAULT_RERANK_DEPTH
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -57,7 +58,7 @@ FORMAT = "embedforge-collection/1"  # bump when the layout's meaning changes
 FINGERPRINT_TEXTS = ("embedforge collection fingerprint", "A cat sat on the mat; the sun was warm.")
 FINGERPRINT_MIN_COSINE = 0.999  # same weights give ~1.0; any other model falls far below
 EXACT_SUBSET_MAX = 20_000  # filtered searches over at most this many documents scan them exactly
-DEFAULT_RERANK_TOP = 30  # hits re-scored by a cross-encoder (CPU time grows linearly with it)
+DEFAULT_RERANK_TOP = DEFAULT_RERANK_DEPTH  # hits re-scored by a cross-encoder (the older name of embedforge.rerank.model's)
 DATA_FILES = ("vectors.npy", "keys.npy", "docs.jsonl")
 MARKER = ".embedforge-version"  # written first into every version directory we make; only marked ones are removed
 VERSION_NAME = re.compile(r"v\d{6}")  # a version directory's exact name

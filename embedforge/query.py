@@ -20,7 +20,7 @@ import numpy as np
 
 from embedforge.errors import InputError
 from embedforge.fusion import RRF_K, rrf_fuse, score_fuse
-from embedforge.rerank.model import load_cross_encoder, rerank_candidates
+from embedforge.rerank.model import DEFAULT_RERANK_DEPTH, load_cross_encoder, rerank_candidates
 
 __all__ = [
     "Hit",
@@ -253,7 +253,7 @@ def search_collection(
     where: Mapping[str, Any] | None = None,
     fusion: str = DEFAULT_FUSION,
     rerank: Any = None,
-    rerank_top: int = 30,
+    rerank_top: int = DEFAULT_RERANK_DEPTH,
     rerank_depth: int | None = None,
     rerank_weights: Sequence[float] | None = None,
 ) -> list[list[Hit]]:

@@ -9,6 +9,7 @@ from typing import get_args
 
 from embedforge.encode import Precision
 from embedforge.errors import InputError
+from embedforge.fusion import fusion_weights
 from embedforge.rerank.model import DEFAULT_RERANK_DEPTH
 
 __all__ = ["ServeConfig", "available_cores", "default_torch_threads", "default_workers"]
@@ -133,8 +134,6 @@ class ServeConfig:
         if self.precision not in PRECISIONS:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.rerank_weights is not None:
-            from embedforge.fusion import fusion_weights
-
             if self.reranker is None:
                 raise InputError("rerank_weights needs a reranker (the first stage's weight, then the re-ranker's)")
             fusion_weights(self.rerank_weights, 1)
