@@ -65,6 +65,7 @@ from embedforge.rerank.train import (  # noqa: E402
 DATASETS = ("scifact", "msmarco-5k", "dbpedia-5k")
 DEPTHS = (10, 20, 50, 100)
 FIRST_K = 100  # first-stage candidates (Recall@100)
+AS_GIVEN = "as given, no training"  # the record's note of a --bi-model nobody trained here
 WEIGHTS = tuple(i / 10 for i in range(11))  # fusion weights searched on held-out train queries
 
 
@@ -261,7 +262,7 @@ def build_options(args: argparse.Namespace, model: Any) -> tuple[dict[str, Any],
         bi.max_seq_length = min(bi.max_seq_length or args.bi_max_length, args.bi_max_length)
         scorers[option] = BiEncoder(bi, args.bi_model, args.bi_query_prefix, args.bi_doc_prefix)
         records[option] = {"device": "cpu", "train_seconds": 0.0, "model": args.bi_model,
-                           "prefixes": [args.bi_query_prefix, args.bi_doc_prefix], "note": "used as given, no training"}
+                           "prefixes": [args.bi_query_prefix, args.bi_doc_prefix], "note": AS_GIVEN}
         path = Path(args.bi_model) / "embedforge.json"
         manifest = json.loads(path.read_text()) if path.is_file() else {}
         if manifest.get("adapt"):  # a model `embedforge adapt` wrote (option c, adapted on SciFact train): its training and decision
@@ -270,7 +271,7 @@ def build_options(args: argparse.Namespace, model: Any) -> tuple[dict[str, Any],
                                     "adapt": {k: manifest["adapt"].get(k) for k in ("chosen", "reason")},
                                     "note": "adapted by `embedforge adapt` (train seconds: the chosen candidate's training)"})
         if args.bi_note:  # what the markdown says of it (e.g. a candidate adapt trained but did not choose)
-            records[option].update({"made": args.bi_note, "train_seconds": args.bi_train_seconds})
+            records[option].update({"note": args.bi_note, "train_seconds": args.bi_train_seconds})
     if args.weights_on_adapt_heldout:  # the train queries `embedforge adapt --pairs` held out: no adapted model saw them
         from embedforge.adapt.config import AdaptConfig
         from embedforge.adapt.heldout import split_pairs
@@ -420,10 +421,10 @@ def markdown(results: dict[str, Any]) -> str:
             if rec.get("adapt"):
                 how = (f"adapted from {rec.get('base_model')} by `embedforge adapt` on SciFact train ({rec['adapt'].get('chosen')}, "
                        f"{rec.get('train_seconds')} s of training: {rec['adapt'].get('reason')})")
-            elif rec.get("made"):
-                how = f"({rec['made']}; {rec.get('train_seconds')} s of training)"
+            elif rec.get("note", AS_GIVEN) != AS_GIVEN:
+                how = f"({rec['note']}; {rec.get('train_seconds')} s of training)"
             else:
-                how = "as given, no training"
+                how = AS_GIVEN
             lines.append(f"- {option}: {rec.get('model', option)} {how} (prefixes {rec.get('prefixes')}); its "
                          "queries/s counts encoding the queries, the documents' vectors being made at index time")
             continue
