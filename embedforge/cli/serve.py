@@ -187,14 +187,13 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
 
 def _rerank_weights(args: argparse.Namespace) -> tuple[float, float] | None:
     """``--rerank-weights W0,W1`` checked (two weights: the first stage's, the re-ranker's); None when not given."""
-    text = getattr(args, "rerank_weights", None)
-    if not text:
+    if not args.rerank_weights:
         return None
     if not args.reranker:
         raise InputError("--rerank-weights needs --reranker DIR (the first stage's weight, then the re-ranker's)")
     from embedforge.fusion import parse_fusion_weights
 
-    w0, w1 = parse_fusion_weights(text, 1)
+    w0, w1 = parse_fusion_weights(args.rerank_weights, 1)
     return (w0, w1)
 
 

@@ -233,7 +233,7 @@ def health(request: Request) -> HealthResponse:
         images=service.images,
         collection=collection,
         reranker=service.reranker_name,
-        rerank_weights=list(service.config.rerank_weights) if service.config.rerank_weights and service.reranker else None,
+        rerank_weights=list(service.config.rerank_weights) if service.config.rerank_weights else None,  # config: only with a reranker
     )
 
 
