@@ -43,6 +43,10 @@ def machine() -> dict[str, Any]:
 
 
 def _git_commit() -> str:
+    """The checkout's short commit; ``EMBEDFORGE_COMMIT`` names it for a copy of the tree without ``.git``
+    (e.g. a GPU machine that was sent the working tree)."""
+    if os.environ.get("EMBEDFORGE_COMMIT"):
+        return os.environ["EMBEDFORGE_COMMIT"]
     try:
         return subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True

@@ -6,7 +6,8 @@ bench/cache. Second-stage options, each re-scoring exactly the top N = 10 / 20 /
 candidates (``embedforge.rerank.model.rerank_candidates``, the code behind ``--rerank-depth``):
 
 - ``ce-minilm``: a cross-encoder from MiniLM's weights (``train_reranker``), trained on SciFact
-  *train* with hard negatives mined from the hybrid first stage; ``--lrs`` is a small learning-rate
+  *train* with hard negatives mined from the hybrid first stage (``ce-DIRNAME`` when ``--model`` is a
+  directory, e.g. the adapted model: a cross-encoder started from its weights); ``--lrs`` is a small learning-rate
   search, picked on the trainer's held-out train queries (never on test);
 - ``ce-large``: the same from ``--large-model`` (e.g. an all-mpnet-base-v2 directory), when given;
 - ``bi-large``: ``--large-model`` as a bi-encoder re-scoring the candidates (cosine), when given;
@@ -73,6 +74,7 @@ class Split:
     """One BEIR split with its hybrid first stage: ids/texts of docs, queries, qrels, (scores, rows)."""
 
     def __init__(self, name: str, split: str, args: argparse.Namespace, model: Any, limit: int | None) -> None:
+        """``model``: the first-stage model, or a callable returning it (loaded only when the run is not cached)."""
         self.ids, self.texts, queries, self.qrels = load_beir(Path(args.data_dir) / "retrieval" / name, split, limit)
         self.qids = sorted(queries)
         self.qtexts = [queries[q] for q in self.qids]
@@ -83,6 +85,7 @@ class Split:
             self.scores, self.rows = z["scores"], z["rows"]
             return
         safe = "".join(c if c.isalnum() else "_" for c in args.first_model)[-40:]
+        model = model() if callable(model) else model
         dvec = cached_embeddings(model, args.first_model, self.texts, f"{safe}-{name}-docs", args.batch_size)
         qvec = cached_embeddings(model, args.first_model, self.qtexts, f"{safe}-{name}-{split}-queries", args.batch_size)
         dense = exact_search(qvec, dvec, np.arange(len(self.ids), dtype=np.int64), FIRST_K)
@@ -176,7 +179,7 @@ def _second_scores(option: str, scorer: Any, split: Split, depth: int, args: arg
                 if r >= 0:
                     pairs.append((q, split.texts[int(r)]))
                     where.append((i, j))
-        scores = pair_scores(scorer, pairs, batch_size=args.ce_batch_size)
+        scores = pair_scores(scorer.get() if isinstance(scorer, LazyCrossEncoder) else scorer, pairs, batch_size=args.ce_batch_size)
         for (i, j), s in zip(where, scores, strict=True):
             out[i, j] = s
     return out, time.perf_counter() - t
@@ -236,13 +239,28 @@ def build_options(args: argparse.Namespace, model: Any) -> tuple[dict[str, Any],
     if args.train_max_pairs is not None and len(pairs) > args.train_max_pairs:  # sampled here, so the hold-out below matches
         keep = sorted(random.Random(args.seed).sample(range(len(pairs)), args.train_max_pairs))
         pairs = LabelledPairs([pairs.first[i] for i in keep], [pairs.second[i] for i in keep], [pairs.labels[i] for i in keep], pairs.source)
+    adapt_held: set[str] | None = None
+    if args.weights_on_adapt_heldout:  # the train queries `embedforge adapt --pairs` holds out: no adapted model saw them
+        from embedforge.adapt.config import AdaptConfig
+        from embedforge.adapt.heldout import split_pairs
+        from embedforge.adapt.inputs import QueryPairs, load_corpus, load_query_pairs, normalize
+
+        folder = Path(args.data_dir) / "retrieval" / "scifact"
+        qp = load_query_pairs(folder, load_corpus(folder))
+        assert isinstance(qp, QueryPairs)
+        adapt_held = set(split_pairs(qp, AdaptConfig())[1].queries)
+        # ... and no cross-encoder trained here sees them either, so they stay fair for choosing fusion weights
+        keep_pairs = [i for i, q in enumerate(pairs.first) if normalize(q) not in adapt_held]
+        pairs = LabelledPairs([pairs.first[i] for i in keep_pairs], [pairs.second[i] for i in keep_pairs],
+                              [pairs.labels[i] for i in keep_pairs], pairs.source + " (without adapt's held-out queries)")
     print(f"mined {len(pairs)} train pairs ({int(sum(pairs.labels))} positives) from the hybrid first stage", file=sys.stderr)
     scorers: dict[str, Any] = {}
     records: dict[str, Any] = {}
-    bases = [("ce-minilm", args.model)] + ([("ce-large", args.large_model)] if args.large_model else [])
+    start = "minilm" if args.model == "minilm" else "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(args.model).name)
+    bases = [(f"ce-{start}", args.model)] + ([("ce-large", args.large_model)] if args.large_model else [])
     for name, base in bases if args.train else []:
         path, records[name] = train_option(base, pairs, args)
-        scorers[name] = load_cross_encoder(path, max_length=args.max_length)
+        scorers[name] = LazyCrossEncoder(str(path), args.max_length)
     for given in args.cross_encoder:  # trained before (e.g. by an earlier run of this script): used as they are
         name = "ce-" + Path(given).name
         info = json.loads((Path(given) / "embedforge_reranker.json").read_text())
@@ -250,7 +268,7 @@ def build_options(args: argparse.Namespace, model: Any) -> tuple[dict[str, Any],
                          "train_seconds": info.get("train_seconds"), "recommended": info.get("recommended"),
                          "recommended_reason": info.get("recommended_reason"), "config": info.get("config"),
                          "heldout": info.get("heldout"), "base_model": info.get("base_model")}
-        scorers[name] = load_cross_encoder(given, max_length=args.max_length)
+        scorers[name] = LazyCrossEncoder(given, args.max_length)
     from embedforge.models import load_model
 
     if args.large_model:
@@ -272,15 +290,9 @@ def build_options(args: argparse.Namespace, model: Any) -> tuple[dict[str, Any],
                                     "note": "adapted by `embedforge adapt` (train seconds: the chosen candidate's training)"})
         if args.bi_note:  # what the markdown says of it (e.g. a candidate adapt trained but did not choose)
             records[option].update({"note": args.bi_note, "train_seconds": args.bi_train_seconds})
-    if args.weights_on_adapt_heldout:  # the train queries `embedforge adapt --pairs` held out: no adapted model saw them
-        from embedforge.adapt.config import AdaptConfig
-        from embedforge.adapt.heldout import split_pairs
-        from embedforge.adapt.inputs import QueryPairs, load_corpus, load_query_pairs, normalize
+    if adapt_held is not None:
+        from embedforge.adapt.inputs import normalize
 
-        folder = Path(args.data_dir) / "retrieval" / "scifact"
-        qp = load_query_pairs(folder, load_corpus(folder))
-        assert isinstance(qp, QueryPairs)
-        adapt_held = set(split_pairs(qp, AdaptConfig())[1].queries)
         keep = [i for i, q in enumerate(train.qtexts) if normalize(q) in adapt_held]
         print(f"fusion weights chosen on the {len(keep)} train queries adapt holds out", file=sys.stderr)
     else:
@@ -294,6 +306,31 @@ def build_options(args: argparse.Namespace, model: Any) -> tuple[dict[str, Any],
     train.qtexts = [train.qtexts[i] for i in keep]
     train.scores, train.rows = train.scores[keep], train.rows[keep]
     return scorers, records, train
+
+
+@dataclass
+class LazyCrossEncoder:
+    """A cross-encoder directory, loaded (on the training device) only when scores are not cached: a re-run
+    from cached scores needs neither the weights nor the time to load them."""
+
+    path: str
+    max_length: int | None
+    model: Any = None
+
+    def get(self) -> Any:
+        if self.model is None:
+            self.model = load_cross_encoder(self.path, max_length=self.max_length, device=train_device())
+        return self.model
+
+
+def ce_identity(path: str) -> str:
+    """A trained cross-encoder's cache identity: its folder's name and the digest of its manifest, not its absolute
+    path, so scores computed on one machine (e.g. a GPU machine sent the tree) are found on another."""
+    if not path:
+        return ""
+    manifest = Path(path) / "embedforge_reranker.json"
+    digest = hashlib.sha256(manifest.read_bytes()).hexdigest()[:12] if manifest.is_file() else "no-manifest"
+    return f"{Path(path).name}:{digest}"
 
 
 @dataclass
@@ -325,7 +362,7 @@ def bench_dataset(name: str, args: argparse.Namespace, model: Any, scorers: dict
     deepest = max(args.depths)
     collected: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}  # option: (test scores, held-out train scores, seconds)
     for option, scorer in scorers.items():
-        identity = scorer.name if isinstance(scorer, BiEncoder) else str(records[option].get("chosen", ""))
+        identity = scorer.name if isinstance(scorer, BiEncoder) else ce_identity(records[option].get("chosen", ""))
         s = bi_scorer(scorer, split, name, args) if isinstance(scorer, BiEncoder) else scorer
         second, seconds = second_scores(option, s, split, deepest, args, identity)
         weights: dict[int, float] = {}
@@ -445,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cross-encoder", action="append", default=[], metavar="DIR",
                    help="a cross-encoder trained before, used as it is (option ce-DIRNAME); repeatable")
     p.add_argument("--no-train", dest="train", action="store_false",
-                   help="do not train ce-minilm/ce-large (use --cross-encoder / --bi-model only)")
+                   help="do not train ce-minilm (ce-DIRNAME)/ce-large (use --cross-encoder / --bi-model only)")
     p.add_argument("--large-model", help="a larger model directory (e.g. all-mpnet-base-v2) for options ce-large and bi-large")
     p.add_argument("--bi-model", help="another bi-encoder (e.g. multilingual-e5-small) re-scoring the candidates: option c "
                    "with a model that is not larger but different; fused with the first stage like the others")
@@ -482,7 +519,12 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     args.first_model = args.first_model or args.model
-    model = load_model(args.first_model)
+    loaded: list[Any] = []
+
+    def model() -> Any:  # the first-stage model, loaded only when a first-stage run is not cached
+        if not loaded:
+            loaded.append(load_model(args.first_model))
+        return loaded[0]
     scorers, training, held = build_options(args, model)
     results: dict[str, Any] = {
         "model": args.model, "first_model": args.first_model, "large_model": args.large_model, "depths": sorted(args.depths), "device": train_device(),

@@ -107,9 +107,9 @@ def reranker_method(reranker: Any) -> str:
     return str(getattr(reranker, "method", "cross-encoder"))
 
 
-def load_cross_encoder(path: str | os.PathLike[str], *, max_length: int | None = None) -> Any:
-    """The second stage in a local directory (CPU), or an InputError: a sentence-transformers
-    CrossEncoder, or — for an embedding model's directory — a :class:`BiEncoderReranker` on it."""
+def load_cross_encoder(path: str | os.PathLike[str], *, max_length: int | None = None, device: str = "cpu") -> Any:
+    """The second stage in a local directory (on ``device``, CPU unless told), or an InputError: a
+    sentence-transformers CrossEncoder, or — for an embedding model's directory — a :class:`BiEncoderReranker` on it."""
     try:
         from sentence_transformers import CrossEncoder
     except ImportError as err:  # pragma: no cover - a core dependency
@@ -125,7 +125,7 @@ def load_cross_encoder(path: str | os.PathLike[str], *, max_length: int | None =
         return BiEncoderReranker(load_model(p), max_length=max_length)
     max_length = cap_max_length(p, max_length)
     try:
-        return CrossEncoder(str(p), device="cpu", local_files_only=True, max_length=max_length)
+        return CrossEncoder(str(p), device=device, local_files_only=True, max_length=max_length)
     except Exception as err:
         first = str(err).splitlines()[0] if str(err) else ""
         raise InputError(f"could not load the cross-encoder: {type(err).__name__}: {first}", p) from None
