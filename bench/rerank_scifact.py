@@ -67,7 +67,8 @@ DATASETS = ("scifact", "msmarco-5k", "dbpedia-5k")
 DEPTHS = (10, 20, 50, 100)
 FIRST_K = 100  # first-stage candidates (Recall@100)
 AS_GIVEN = "as given, no training"  # the record's note of a --bi-model nobody trained here
-WEIGHTS = tuple(i / 10 for i in range(11))  # fusion weights searched on held-out train queries
+WEIGHTS = tuple(i / 10 for i in range(11))
+MARKS = {"better beyond noise": "↑", "worse beyond noise": "↓"}  # table cells against the first stage (paired bootstrap, 95%)  # fusion weights searched on held-out train queries
 
 
 class Split:
@@ -147,7 +148,8 @@ def second_scores(option: str, scorer: Any, split: Split, depth: int, args: argp
     """Second-stage scores of the top ``depth`` candidates, (n_queries, depth) float32 (NaN padded), and the
     seconds they took; cached in bench/cache under ``identity`` (the scorer) + the candidates, with the
     seconds measured when they were computed."""
-    key = hashlib.sha256(json.dumps([option, identity, depth, args.max_length, split.qids,
+    kind = "bi" if option.startswith("bi-") else "ce"  # the identity names the scorer; the option's label may differ between runs
+    key = hashlib.sha256(json.dumps([kind, identity, depth, args.max_length, split.qids,
                                      split.rows[:, :depth].tolist()]).encode()).hexdigest()[:16]
     file = CACHE / f"rerank-second-{key}.npz"
     if identity and file.is_file():
@@ -413,6 +415,11 @@ def bench_dataset(name: str, args: argparse.Namespace, model: Any, scorers: dict
             "pipeline": pick, "heldout_ndcg@10": round(held_best[0], 4), "ndcg@10": rows_out[str(held_best[1])]["ndcg@10"],
             "ndcg@10_diff": round(diff, 4), "ci95": [round(lo, 4), round(hi, 4)], "beats_first_stage": bool(lo > 0),
             "note": "depth and weights chosen on held-out SciFact train queries, never on this test set"}
+    out["vs_first_stage"] = {}  # every cell's paired bootstrap (95%) against the first stage: how many depths hold up, not only the picked one
+    for k in per_query:
+        if k != "first-stage":
+            diff, lo, hi = paired_bootstrap(per_query["first-stage"], per_query[k], seed=args.seed)
+            out["vs_first_stage"][k] = {"ndcg@10_diff": round(diff, 4), "ci95": [round(lo, 4), round(hi, 4)], "verdict": verdict(lo, hi)}
     best = max((k for k in per_query if k != "first-stage"), key=lambda k: np.mean(list(per_query[k].values())), default=None)
     if best is not None:
         diff, lo, hi = paired_bootstrap(per_query["first-stage"], per_query[best], seed=args.seed)
@@ -421,14 +428,20 @@ def bench_dataset(name: str, args: argparse.Namespace, model: Any, scorers: dict
     return out
 
 
+def verdict(lo: float, hi: float) -> str:
+    """A paired bootstrap's 95% interval in words: better or worse beyond noise, or within it."""
+    return "better beyond noise" if lo > 0 else "worse beyond noise" if hi < 0 else "within noise"
+
+
 def markdown(results: dict[str, Any]) -> str:
     m = results["machine"]
     lines = [
         "## Retrieve & re-rank, `bench/rerank_scifact.py`",
         "",
         f"First stage: hybrid score fusion with `{results.get('first_model') or results['model']}` (top {FIRST_K}). Second stages re-score exactly the "
-        f"top N. nDCG@10 / Recall@100 (second-stage queries/s). Training device {results['device']}; "
-        f"machine: {m['cpu']}, {m['cores']} cores; commit {m['commit']}.",
+        f"top N. nDCG@10 / Recall@100 (second-stage queries/s; ↑ / ↓: better / worse than the first stage beyond noise, "
+        f"paired bootstrap 95%, where the run recorded it). This run's device {results['device']}; "
+        f"machine: {m['cpu']}, {m['cores']} cores{', ' + m['gpu'] if m.get('gpu') else ''}; commit {m['commit']}.",
         "",
     ]
     for name, ds in results["datasets"].items():
@@ -437,13 +450,14 @@ def markdown(results: dict[str, Any]) -> str:
                   f"{ds['first-stage']['recall@100']:.3f}", "", "| option | " + " | ".join(f"N={d}" for d in depths) + " |",
                   "|---|" + "---|" * len(depths)]
         for option, rows in ds["options"].items():
-            cells = [f"{rows[d]['ndcg@10']:.3f} / {rows[d]['recall@100']:.3f} ({rows[d]['queries_per_s']:.1f} q/s)" for d in depths]
+            marks = {d: MARKS.get((ds.get("vs_first_stage") or {}).get(f"{option}@{d}", {}).get("verdict", ""), "") for d in depths}
+            cells = [f"{rows[d]['ndcg@10']:.3f}{marks[d]} / {rows[d]['recall@100']:.3f} ({rows[d]['queries_per_s']:.1f} q/s)" for d in depths]
             lines.append(f"| {option} | " + " | ".join(cells) + " |")
         h = ds.get("picked_on_heldout_vs_first_stage")
         if h:
             lines += ["", f"Picked on held-out train (depth and weights, no test data): {h['pipeline']}, {h['ndcg@10']:.3f}, "
                           f"{h['ndcg@10_diff']:+.3f} nDCG@10 vs the first stage (95% CI [{h['ci95'][0]:+.3f}, {h['ci95'][1]:+.3f}]"
-                          f"{'; beyond noise' if h['beats_first_stage'] else '; not beyond noise'})."]
+                          f"; {verdict(*h['ci95'])})."]
         fused_rows = ds["options"].get("all+fused")
         if fused_rows:
             lines += ["", "all+fused weights (first stage, then each option above in order; chosen per depth on held-out train): "
@@ -451,7 +465,7 @@ def markdown(results: dict[str, Any]) -> str:
         b = ds.get("best_vs_first_stage")
         if b:
             lines += ["", f"Best: {b['pipeline']}, {b['ndcg@10_diff']:+.3f} nDCG@10 vs the first stage "
-                          f"(95% CI [{b['ci95'][0]:+.3f}, {b['ci95'][1]:+.3f}]; chosen on test, so optimistic)."]
+                          f"(95% CI [{b['ci95'][0]:+.3f}, {b['ci95'][1]:+.3f}]; {verdict(*b['ci95'])}; chosen on test, so optimistic)."]
         lines.append("")
     for option, rec in results["training"].items():
         if "recommended" not in rec:
