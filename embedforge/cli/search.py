@@ -72,7 +72,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="learning rate of the classification head (default: 1e-3 when the head is new, as when "
                         "starting from an embedding model; --lr when starting from a cross-encoder)")
     p.add_argument("--max-length", type=int, default=256, help="max tokens of query + document")
-    p.add_argument("--negatives", type=int, default=4, help="BEIR folder: BM25 hard negatives per positive")
+    p.add_argument("--negatives", type=int, default=4, help="BEIR folder: hard negatives per positive (default 4)")
+    p.add_argument("--mine-depth", type=int, default=30, help="BEIR folder: negatives come from the first stage's top N (default 30)")
+    p.add_argument("--mine-model", metavar="MODEL",
+                   help="BEIR folder: mine negatives from the hybrid first stage (BM25 + MODEL's dense search, as "
+                        "search --mode hybrid) instead of BM25 alone; e.g. the model you search with")
     p.add_argument("--max-pairs", type=int, help="train on a seeded sample of at most N pairs")
     p.add_argument("--holdout", type=float, default=0.1,
                    help="share of queries held out to check the re-ranker against the model's own cosine (default 0.1; 0 = none)")
@@ -226,10 +230,13 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
 
     config = RerankerConfig(
         epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr, head_lr=args.head_lr,
-        max_length=args.max_length, negatives=args.negatives, max_pairs=args.max_pairs, holdout=args.holdout, seed=args.seed,
+        max_length=args.max_length, negatives=args.negatives, mine_depth=args.mine_depth, max_pairs=args.max_pairs,
+        holdout=args.holdout, seed=args.seed,
     )
     source = Path(args.train_file)
-    pairs = mine_beir_pairs(source, args.split, config) if source.is_dir() else read_labelled_pairs(source)
+    if args.mine_model and not source.is_dir():
+        raise InputError("--mine-model mines negatives from a BEIR folder; a pairs file brings its own", source)
+    pairs = mine_beir_pairs(source, args.split, config, args.mine_model) if source.is_dir() else read_labelled_pairs(source)
     out = train_reranker(args.model, pairs, args.output, config)
     info = reranker_info(out) or {}
     print(f"trained a re-ranker on {info.get('pairs', len(pairs))} pairs; saved to {out}")

@@ -115,13 +115,16 @@ def read_labelled_pairs(path: str | os.PathLike[str]) -> LabelledPairs:
     return LabelledPairs(first, second, labels, str(path))
 
 
-def mine_beir_pairs(folder: str | os.PathLike[str], split: str = "train", config: RerankerConfig = RerankerConfig()) -> LabelledPairs:
-    """Positives from ``qrels/{split}.tsv`` and BM25-mined hard negatives from a BEIR folder.
+def mine_beir_pairs(folder: str | os.PathLike[str], split: str = "train", config: RerankerConfig = RerankerConfig(),
+                    mine_model: str | None = None) -> LabelledPairs:
+    """Positives from ``qrels/{split}.tsv`` and hard negatives mined from a BEIR folder.
 
     For every judged query: each relevant document is a positive (label 1); ``negatives`` per
-    positive are sampled (seeded) from BM25's top ``mine_depth`` documents that are not judged
-    relevant (label 0) — hard, since they share words with the query; random documents fill in
-    when BM25 finds too few.
+    positive are sampled (seeded) from the first stage's top ``mine_depth`` documents that are not
+    judged relevant (label 0); random documents fill in when it finds too few. The first stage is
+    BM25, or with ``mine_model`` the hybrid one (BM25 and that model's exact dense search, min-max
+    score fusion, as ``search --mode hybrid``): negatives like those the re-ranker will have to
+    order behind the positives at search time.
     """
     import csv
 
@@ -129,6 +132,8 @@ def mine_beir_pairs(folder: str | os.PathLike[str], split: str = "train", config
     from embedforge.query import BM25Index
 
     folder = Path(folder)
+    if config.negatives < 1 or config.mine_depth < 1:
+        raise InputError(f"negatives and mine depth must be at least 1 (got {config.negatives}, {config.mine_depth})")
     qrels_file = folder / "qrels" / f"{split}.tsv"
     if not qrels_file.is_file():
         raise InputError(f"no qrels for split {split!r}; expected qrels/{split}.tsv", folder)
@@ -149,7 +154,9 @@ def mine_beir_pairs(folder: str | os.PathLike[str], split: str = "train", config
         raise InputError("no judged query with a known document", qrels_file)
     qids = sorted(relevant)
     bm25 = BM25Index.build(texts)
-    _, top = bm25.search([queries[q] for q in qids], config.mine_depth + 10)
+    k = config.mine_depth + 10
+    sparse = bm25.search([queries[q] for q in qids], k)
+    top = sparse[1] if mine_model is None else _hybrid_rows(mine_model, texts, [queries[q] for q in qids], sparse, k)
     rng = random.Random(config.seed)
     first, second, labels = [], [], []
     for qid, rows in zip(qids, top, strict=True):
@@ -166,7 +173,28 @@ def mine_beir_pairs(folder: str | os.PathLike[str], split: str = "train", config
                 first.append(queries[qid])
                 second.append(texts[r])
                 labels.append(0.0)
-    return LabelledPairs(first, second, labels, f"{folder} qrels/{split}.tsv + BM25 negatives")
+    how = "BM25" if mine_model is None else f"hybrid ({mine_model}) "
+    return LabelledPairs(first, second, labels, f"{folder} qrels/{split}.tsv + {how} negatives")
+
+
+def _hybrid_rows(model_name: str, texts: list[str], queries: list[str], sparse: tuple[Any, Any], k: int) -> Any:
+    """Rows of the hybrid top ``k`` per query: ``model_name``'s exact cosine search fused with ``sparse`` (BM25)."""
+    import numpy as np
+
+    from embedforge.encode import encode
+    from embedforge.index import exact_search
+    from embedforge.models import load_model
+    from embedforge.query import fuse
+
+    try:
+        model = load_model(model_name)
+    except Exception as err:
+        raise InputError(f"cannot load the model to mine negatives with ({model_name!r}): {type(err).__name__}: "
+                         f"{str(err).splitlines()[0] if str(err) else ''}") from None
+    logger.info("mining negatives with the hybrid first stage: encoding %d documents with %s", len(texts), model_name)
+    docs = encode(model, texts, normalize=True, show_progress=True)
+    dense = exact_search(encode(model, queries, normalize=True), docs, np.arange(len(texts), dtype=np.int64), k)
+    return fuse(dense, sparse, k, "score")[1]
 
 
 def _sample(pairs: LabelledPairs, limit: int | None, seed: int) -> LabelledPairs:
