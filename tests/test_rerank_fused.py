@@ -226,3 +226,67 @@ def test_served_search_re_scores_exactly_the_configured_depth(collection_dir: Pa
     assert set(ids[:2]) == {h.id for h in plain[:2]} and ids[2:] == [h.id for h in plain[2:]]  # only the top 2 move
     with pytest.raises(InputError, match="rerank_depth must be >= 1"):
         ServeConfig(model="minilm", reranker=str(a), rerank_depth=0)
+
+
+def test_served_search_fuses_several_rerankers_like_the_library(collection_dir: Path, two_ces: tuple[Path, Path],
+                                                                 tiny_model_dir: Path, tiny_model: Any) -> None:
+    """``serve --reranker A --reranker B --rerank-weights W0,WA,WB``: /v1/search fuses all three as the library does;
+    /v1/rerank (no first stage to fuse with) keeps scoring with the first re-ranker."""
+    pytest.importorskip("fastapi")
+    httpx = pytest.importorskip("httpx")
+    from sentence_transformers import CrossEncoder
+
+    from embedforge.collection import Collection
+    from embedforge.rerank.model import pair_scores
+    from embedforge.serve import ServeConfig, create_app
+    from embedforge.serve.server import running_server
+
+    a, b = two_ces
+    query = ["cats and bread"]
+    config = ServeConfig(model=str(tiny_model_dir), collection=str(collection_dir), reranker=str(a), more_rerankers=(str(b),),
+                         rerank_weights=(0.5, 0.3, 0.2), rerank_depth=5)
+    docs = ["cats", "bread and butter", "a dog"]
+    with running_server(create_app(config, model=tiny_model)) as url, httpx.Client(base_url=url, timeout=60) as client:
+        fused = client.post("/v1/search", json={"query": query, "top_k": 6, "mode": "hybrid", "rerank": True})
+        assert fused.status_code == 200, fused.text
+        health = client.get("/health").json()
+        reranked = client.post("/v1/rerank", json={"query": query[0], "documents": docs}).json()
+    assert health["reranker"] == a.name and health["more_rerankers"] == [b.name] and health["rerank_weights"] == [0.5, 0.3, 0.2]
+    coll = Collection.open(collection_dir)
+    ces = [CrossEncoder(str(p), num_labels=1, device="cpu") for p in (a, b)]
+    want = coll.search(query, top_k=6, mode="hybrid", model=tiny_model, rerank=ces, rerank_top=5, rerank_weights=[0.5, 0.3, 0.2])[0]
+    hits = fused.json()["data"][0]["hits"]
+    assert [h["id"] for h in hits] == [h.id for h in want]
+    assert [h["score"] for h in hits] == pytest.approx([h.score for h in want], abs=1e-5)
+    only_a = pair_scores(ces[0], [(query[0], d) for d in docs])
+    assert {r["index"]: r["relevance_score"] for r in reranked["results"]} == pytest.approx(dict(enumerate(only_a.tolist())), abs=1e-5)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"more_rerankers": ("b",), "rerank_weights": (0.5, 0.3, 0.2)}, "need a reranker first"),
+    ({"reranker": "a", "more_rerankers": ("b",)}, "2 re-rankers need fusion weights"),
+    ({"reranker": "a", "more_rerankers": ("b",), "rerank_weights": (0.5, 0.5)}, "expected 3"),
+    ({"reranker": "a", "more_rerankers": ("",), "rerank_weights": (0.5, 0.3, 0.2)}, "must not be empty"),
+])
+def test_serve_config_refuses_bad_extra_rerankers(kwargs: dict[str, Any], message: str) -> None:
+    from embedforge.serve import ServeConfig
+
+    with pytest.raises(InputError, match=message):
+        ServeConfig(model="minilm", **kwargs)
+
+
+def test_serve_cli_takes_several_rerankers_and_the_guardrail_holds_for_each(
+        two_ces: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("fastapi")
+    import embedforge.serve.server as server
+
+    started: list[Any] = []
+    monkeypatch.setattr(server, "serve", lambda config, **kwargs: started.append(config))
+    a, b = (str(p) for p in two_ces)
+    assert main(["serve", "--model", "minilm", "--reranker", a, "--reranker", b]) == 2
+    assert "2 --reranker need --rerank-weights" in capsys.readouterr().err
+    both = ["serve", "--model", "minilm", "--reranker", a, "--reranker", b, "--rerank-weights", "0.5,0.3,0.2"]
+    assert main(both) == 2  # B, the second, was saved as not recommended
+    assert "--force-reranker" in capsys.readouterr().err and not started
+    assert main([*both, "--force-reranker"]) == 0
+    assert started[0].reranker == a and started[0].more_rerankers == (b,) and started[0].rerank_weights == (0.5, 0.3, 0.2)

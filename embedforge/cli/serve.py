@@ -38,15 +38,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="let image inputs (\"modality\": \"image\") name files inside DIR by path (symlinks resolved, "
         "nothing outside DIR); default: images only as data URIs",
     )
-    p.add_argument("--reranker", metavar="DIR", help="a sentence-transformers CrossEncoder directory, or an embedding model directory (its cosine re-scores), for /v1/rerank and /v1/search rerank")
+    p.add_argument("--reranker", metavar="DIR", action="append",
+                   help="a sentence-transformers CrossEncoder directory, or an embedding model directory or bundled name (its "
+                        "cosine re-scores), for /v1/rerank and /v1/search rerank; repeat to fuse several in /v1/search "
+                        "(with --rerank-weights, as `embedforge search --rerank A --rerank B`; /v1/rerank uses the first)")
     p.add_argument("--force-reranker", "--force", dest="force_reranker", action="store_true",
                    help="serve --reranker even when train-reranker saved it as not recommended (it did not beat the first stage)")
     p.add_argument("--rerank-depth", type=int, metavar="N", default=_DEFAULTS.rerank_depth,
                    help="/v1/search with \"rerank\": first-stage candidates re-scored per query (default: %(default)s)")
-    p.add_argument("--rerank-weights", metavar="W0,W1",
+    p.add_argument("--rerank-weights", metavar="W0,W1[,W2...]",
                    help="/v1/search with \"rerank\": fuse instead of replace: min-max score fusion of the first stage "
-                        "(W0) and --reranker (W1) over the re-scored candidates, as `embedforge search --rerank-weights` "
-                        "(default: the re-ranker's order replaces the first stage's)")
+                        "(W0) and each --reranker (W1, W2, ...) over the re-scored candidates, as `embedforge search "
+                        "--rerank-weights` (default with one --reranker: its order replaces the first stage's)")
     p.add_argument("--host", default=_DEFAULTS.host, help="interface to listen on (default: %(default)s, this machine only)")
     p.add_argument("--port", type=int, default=_DEFAULTS.port, help="port (default: %(default)s)")
     p.add_argument(
@@ -157,7 +160,8 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
     return ServeConfig(
         model=args.model,
         collection=args.collection,
-        reranker=args.reranker,
+        reranker=args.reranker[0] if args.reranker else None,
+        more_rerankers=tuple(args.reranker[1:]) if args.reranker else (),
         rerank_depth=args.rerank_depth,
         rerank_weights=_rerank_weights(args),
         host=args.host,
@@ -185,16 +189,18 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
     )
 
 
-def _rerank_weights(args: argparse.Namespace) -> tuple[float, float] | None:
-    """``--rerank-weights W0,W1`` checked (two weights: the first stage's, the re-ranker's); None when not given."""
+def _rerank_weights(args: argparse.Namespace) -> tuple[float, ...] | None:
+    """``--rerank-weights W0,W1,...`` checked (the first stage's weight, then one per --reranker); None when not given."""
+    rerankers = args.reranker or []
     if not args.rerank_weights:
+        if len(rerankers) > 1:
+            raise InputError(f"{len(rerankers)} --reranker need --rerank-weights: the first stage's weight, then one per re-ranker")
         return None
-    if not args.reranker:
+    if not rerankers:
         raise InputError("--rerank-weights needs --reranker DIR (the first stage's weight, then the re-ranker's)")
     from embedforge.fusion import parse_fusion_weights
 
-    w0, w1 = parse_fusion_weights(args.rerank_weights, 1)
-    return (w0, w1)
+    return tuple(parse_fusion_weights(args.rerank_weights, len(rerankers)))
 
 
 def _split(value: str) -> list[str]:
@@ -206,18 +212,19 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     from embedforge.models import BUNDLED_MODELS
 
-    reranker_dir = None if config.reranker in BUNDLED_MODELS else config.reranker  # a bundled model by name is fine
-    for name, path in (("--collection", config.collection), ("--reranker", reranker_dir),
+    rerankers = [r for r in (config.reranker, *config.more_rerankers) if r is not None]
+    reranker_dirs = [r for r in rerankers if r not in BUNDLED_MODELS]  # a bundled model by name is fine
+    for name, path in (("--collection", config.collection), *(("--reranker", r) for r in reranker_dirs),
                        ("--image-root", config.image_root)):
         if path is not None and not os.path.isdir(path):
             raise InputError(f"{name}: no such directory", path)
     config.model_device()  # --device cuda without a GPU: one line, exit 2, before anything loads
-    if config.reranker is not None:
-        from embedforge.rerank.model import not_recommended_reason
+    from embedforge.rerank.model import not_recommended_reason
 
-        reason = not_recommended_reason(config.reranker)
+    for reranker in rerankers:
+        reason = not_recommended_reason(reranker)
         if reason and not getattr(args, "force_reranker", False):
-            raise InputError(f"--reranker is not recommended ({reason}); pass --force-reranker to serve it anyway", config.reranker)
+            raise InputError(f"--reranker is not recommended ({reason}); pass --force-reranker to serve it anyway", reranker)
     try:
         from embedforge.serve.server import serve
     except ImportError as err:

@@ -53,10 +53,11 @@ def create_app(
     model: SentenceTransformer | None = None,
     collection: CollectionLike | None = None,
     reranker: CrossEncoder | None = None,
+    more_rerankers: list[CrossEncoder] | None = None,
 ) -> FastAPI:
     """Build the app; nothing heavy happens until its lifespan starts.
 
-    ``model``, ``collection`` and ``reranker`` replace what ``config`` names with objects already
+    ``model``, ``collection``, ``reranker`` and ``more_rerankers`` replace what ``config`` names with objects already
     loaded (tests, or an app embedding this one); ``config.collection`` still locates ``map.html``.
     """
     metrics = Metrics()
@@ -71,7 +72,8 @@ def create_app(
         ranker = reranker
         if ranker is None and config.reranker:
             ranker = load_reranker(config.reranker)
-        service = Service(config, loaded, collection=coll, reranker=ranker, metrics=metrics)
+        more = more_rerankers if more_rerankers is not None else [load_reranker(r) for r in config.more_rerankers]
+        service = Service(config, loaded, collection=coll, reranker=ranker, more_rerankers=more, metrics=metrics)
         app.state.service = service
         logger.info("serving %s (dimension %d, batching %s)", service.model_id, service.dimension, config.batching)
         try:

@@ -82,7 +82,8 @@ class ServeConfig:
     collection: str | None = None  # a collection directory for /v1/search and the web page; none: search is off
     reranker: str | None = None  # a sentence-transformers CrossEncoder directory for /v1/rerank; none: bi-encoder cosine
     rerank_depth: int = DEFAULT_RERANK_DEPTH  # /v1/search "rerank": first-stage candidates re-scored per query (search --rerank-depth; its default)
-    rerank_weights: tuple[float, float] | None = None  # /v1/search "rerank": min-max fuse (first stage, re-ranker) scores with these weights; none: the re-ranker's order replaces the first stage's
+    more_rerankers: tuple[str, ...] = ()  # /v1/search "rerank" only: further second stages fused with the first stage and `reranker` (needs rerank_weights)
+    rerank_weights: tuple[float, ...] | None = None  # /v1/search "rerank": min-max fuse (first stage, reranker, *more_rerankers) scores with these weights; none: the re-ranker's order replaces the first stage's
     host: str = "127.0.0.1"  # loopback only by default; 0.0.0.0 exposes the server to the network
     port: int = 8000  # the usual port of local model servers
     api_keys: tuple[str, ...] = ()  # accepted Bearer keys for every route but /health; empty: no authentication
@@ -133,10 +134,14 @@ class ServeConfig:
             raise InputError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.precision not in PRECISIONS:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.rerank_weights is not None:
-            if self.reranker is None:
-                raise InputError("rerank_weights needs a reranker (the first stage's weight, then the re-ranker's)")
-            fusion_weights(self.rerank_weights, 1)
+        if self.more_rerankers and self.reranker is None:
+            raise InputError("more_rerankers need a reranker first (the one /v1/rerank uses)")
+        if any(not r for r in self.more_rerankers):
+            raise InputError("a re-ranker must not be empty")
+        if self.rerank_weights is not None and self.reranker is None:
+            raise InputError("rerank_weights needs a reranker (the first stage's weight, then the re-ranker's)")
+        if self.reranker is not None:  # one weight per second stage after the first stage's; several need weights
+            fusion_weights(self.rerank_weights, 1 + len(self.more_rerankers))
         for name in ("header_timeout_s", "keep_alive_s"):
             if not getattr(self, name) > 0:
                 raise InputError(f"{name} must be > 0, got {getattr(self, name)}")

@@ -233,6 +233,7 @@ def health(request: Request) -> HealthResponse:
         images=service.images,
         collection=collection,
         reranker=service.reranker_name,
+        more_rerankers=service.more_reranker_names or None,
         rerank_weights=list(service.config.rerank_weights) if service.config.rerank_weights else None,  # config: only with a reranker
     )
 

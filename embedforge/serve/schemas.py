@@ -280,7 +280,8 @@ class HealthResponse(BaseModel):
     images: bool = False  # whether the model embeds images ("modality": "image" inputs and queries)
     collection: CollectionInfo | None = None
     reranker: str | None = None
-    rerank_weights: list[float] | None = None  # the (first stage, re-ranker) fusion weights of /v1/search "rerank"; none: replaced
+    more_rerankers: list[str] | None = None  # further second stages fused in /v1/search "rerank" (serve --reranker repeated)
+    rerank_weights: list[float] | None = None  # the (first stage, re-ranker, *more) fusion weights of /v1/search "rerank"; none: replaced
 
 
 class ErrorDetail(BaseModel):

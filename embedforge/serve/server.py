@@ -39,7 +39,8 @@ def serve(config: ServeConfig, *, log_level: str = "info") -> None:
     model = load_model(config.model)
     collection = open_collection(config.collection) if config.collection else None
     reranker = load_reranker(config.reranker) if config.reranker else None
-    app = create_app(config, model=model, collection=collection, reranker=reranker)
+    more = [load_reranker(r) for r in config.more_rerankers]
+    app = create_app(config, model=model, collection=collection, reranker=reranker, more_rerankers=more)
     if config.host not in _LOOPBACK and not config.api_keys:
         logger.warning("listening on %s without an API key: anyone who can reach it can use it", config.host)
     host = f"[{config.host}]" if ":" in config.host else config.host

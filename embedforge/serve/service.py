@@ -109,6 +109,7 @@ class Service:
         *,
         collection: CollectionLike | None = None,
         reranker: CrossEncoder | None = None,
+        more_rerankers: Sequence[CrossEncoder] = (),
         metrics: Metrics | None = None,
     ) -> None:
         self.config = config
@@ -124,6 +125,8 @@ class Service:
         self.images = supports_images(model)  # whether "modality": "image" inputs are accepted
         self.reranker = reranker
         self.reranker_name = (Path(config.reranker).name if config.reranker else "cross-encoder") if reranker else None
+        self.more_rerankers = list(more_rerankers)  # /v1/search "rerank" only, fused after `reranker` (config.rerank_weights)
+        self.more_reranker_names = [Path(r).name for r in config.more_rerankers]
         self._metrics = metrics
         self.collection_model = self._collection_model(collection)
         # A private tokenizer copy for counting and decoding on request threads: the model's own
@@ -360,7 +363,7 @@ class Service:
         # only what the request sets: a plain request works with any collection-like object
         options: dict[str, Any] = {k: v for k, v in (("where", where), ("fusion", fusion)) if v is not None}
         if rerank:
-            options["rerank"] = reranker
+            options["rerank"] = [reranker, *self.more_rerankers] if self.more_rerankers else reranker
             options["rerank_top"] = self.config.rerank_depth  # exactly this many re-scored, the rest below
             if self.config.rerank_weights is not None:  # fused with the first stage (--rerank-weights)
                 options["rerank_weights"] = list(self.config.rerank_weights)
