@@ -67,8 +67,8 @@ DATASETS = ("scifact", "msmarco-5k", "dbpedia-5k")
 DEPTHS = (10, 20, 50, 100)
 FIRST_K = 100  # first-stage candidates (Recall@100)
 AS_GIVEN = "as given, no training"  # the record's note of a --bi-model nobody trained here
-WEIGHTS = tuple(i / 10 for i in range(11))
-MARKS = {"better beyond noise": "↑", "worse beyond noise": "↓"}  # table cells against the first stage (paired bootstrap, 95%)  # fusion weights searched on held-out train queries
+WEIGHTS = tuple(i / 10 for i in range(11))  # fusion weights searched on held-out train queries
+MARKS = {"better beyond noise": "↑", "worse beyond noise": "↓"}  # table cells against the first stage (paired bootstrap, 95%)
 
 
 class Split:
@@ -125,7 +125,8 @@ def train_option(base: str, pairs: LabelledPairs, args: argparse.Namespace) -> t
     tried = []
     for lr in args.lrs:
         config = RerankerConfig(epochs=args.epochs, max_steps=args.train_max_steps, lr=lr, head_lr=args.head_lr,
-                                max_length=args.max_length, batch_size=args.train_batch_size, seed=args.seed)
+                                max_length=args.max_length, batch_size=args.train_batch_size, seed=args.seed,
+                                negatives=args.negatives, mine_depth=args.mine_depth)  # recorded in the manifest (mined here)
         key = hashlib.sha256(json.dumps([base, config.__dict__, pairs.first, pairs.second, pairs.labels]).encode()).hexdigest()[:12]
         path = CACHE / f"rerank-ce-{''.join(c if c.isalnum() else '_' for c in Path(base).name)}-{key}"
         if not (path / "config.json").is_file():
@@ -310,6 +311,11 @@ def build_options(args: argparse.Namespace, model: Any) -> tuple[dict[str, Any],
     return scorers, records, train
 
 
+def bi_identity(bi: BiEncoder, args: argparse.Namespace) -> str:
+    """A bi-encoder's cache identity: the model, its prefixes and its max length (each changes the scores)."""
+    return json.dumps([bi.name, bi.query_prefix, bi.doc_prefix, args.bi_max_length])
+
+
 @dataclass
 class LazyCrossEncoder:
     """A cross-encoder directory, loaded (on the training device) only when scores are not cached: a re-run
@@ -364,7 +370,7 @@ def bench_dataset(name: str, args: argparse.Namespace, model: Any, scorers: dict
     deepest = max(args.depths)
     collected: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}  # option: (test scores, held-out train scores, seconds)
     for option, scorer in scorers.items():
-        identity = scorer.name if isinstance(scorer, BiEncoder) else ce_identity(records[option].get("chosen", ""))
+        identity = bi_identity(scorer, args) if isinstance(scorer, BiEncoder) else ce_identity(records[option].get("chosen", ""))
         s = bi_scorer(scorer, split, name, args) if isinstance(scorer, BiEncoder) else scorer
         second, seconds = second_scores(option, s, split, deepest, args, identity)
         weights: dict[int, float] = {}
@@ -542,7 +548,7 @@ def main(argv: list[str] | None = None) -> int:
     scorers, training, held = build_options(args, model)
     results: dict[str, Any] = {
         "model": args.model, "first_model": args.first_model, "large_model": args.large_model, "depths": sorted(args.depths), "device": train_device(),
-        "max_queries": args.max_queries, "machine": machine(), "training": training,
+        "max_queries": args.max_queries, "machine": machine(), "training": training, "argv": sys.argv[1:] if argv is None else argv,
         "datasets": {name: bench_dataset(name, args, model, scorers, held, training) for name in args.datasets},
     }
     results["seconds"] = round(time.perf_counter() - t0, 1)

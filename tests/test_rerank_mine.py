@@ -10,11 +10,9 @@ import numpy as np
 import pytest
 
 from embedforge.cli import main
-from embedforge.encode import encode
 from embedforge.errors import InputError
-from embedforge.index import exact_search
 from embedforge.models import load_model
-from embedforge.query import BM25Index, fuse
+from embedforge.query import BM25Index
 from embedforge.rerank.train import RerankerConfig, mine_beir_pairs
 
 WORDS = ["protein", "cell", "gene", "virus", "cancer", "brain", "heart", "lung", "blood", "bone", "skin", "liver"]
@@ -74,20 +72,34 @@ def test_bm25_negatives_come_from_bm25_s_top_n(beir: Path) -> None:
     assert "BM25" in pairs.source
 
 
-def test_hybrid_negatives_come_from_the_hybrid_first_stage(beir: Path, tiny_model_dir: Path) -> None:
+def test_hybrid_negatives_come_from_what_search_mode_hybrid_ranks(beir: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The reference is the real search path: the corpus indexed with the model, searched with --mode hybrid."""
+    from embedforge.collection import Collection
+
     config = RerankerConfig(negatives=3, mine_depth=5)
     pairs = mine_beir_pairs(beir, "train", config, str(tiny_model_dir))
     texts, qids, qtexts = texts_and_queries(beir)
-    model = load_model(tiny_model_dir)
-    sparse = BM25Index.build(texts).search(qtexts, 15)
-    dense = exact_search(encode(model, qtexts), encode(model, texts), np.arange(len(texts), dtype=np.int64), 15)
-    hybrid = pools(fuse(dense, sparse, 15, "score")[1], qids, 5)
-    bm25 = pools(sparse[1], qids, 5)
+    coll_dir = tmp_path / "coll"
+    assert main(["index", "--model", str(tiny_model_dir), "--input", str(beir / "corpus.jsonl"), "--collection", str(coll_dir)]) == 0
+    hits = Collection.open(coll_dir).search(qtexts, top_k=15, mode="hybrid", model=load_model(tiny_model_dir))
+    hybrid = pools(np.array([[int(h.id[1:]) for h in q] for q in hits]), qids, 5)
+    bm25 = pools(BM25Index.build(texts).search(qtexts, 15)[1], qids, 5)
     got = negatives_by_query(beir, pairs.first, pairs.second, pairs.labels)
+    assert len(pairs) == 40 and sum(pairs.labels) == 10 and set(got) == set(qids)  # every query: one positive, three negatives
     for qid, negs in got.items():
         assert len(negs) == 3 and negs <= hybrid[qid], qid
     assert hybrid != bm25  # the dense half changes which documents are hard: the option is not a no-op here
     assert "hybrid" in pairs.source and str(tiny_model_dir) in pairs.source
+
+
+def test_cli_mines_hybrid_negatives_from_a_beir_folder(beir: Path, tiny_model_dir: Path, tiny_hf_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ce"
+    assert main(["train-reranker", "--model", str(tiny_hf_dir), "--train-file", str(beir), "--output", str(out),
+                 "--mine-model", str(tiny_model_dir), "--negatives", "2", "--mine-depth", "6", "--max-steps", "1",
+                 "--holdout", "0"]) == 0
+    manifest = json.loads((out / "embedforge_reranker.json").read_text())
+    assert "hybrid" in manifest["source"] and str(tiny_model_dir) in manifest["source"]
+    assert manifest["config"]["negatives"] == 2 and manifest["config"]["mine_depth"] == 6 and manifest["pairs"] == 30
 
 
 def test_a_model_that_cannot_load_is_named(beir: Path, tmp_path: Path) -> None:

@@ -122,7 +122,7 @@ def load_cross_encoder(path: str | os.PathLike[str], *, max_length: int | None =
     if not p.is_dir() or not (p / "config.json").is_file():
         raise InputError("is not a cross-encoder directory (expected config.json + weights)", p)
     if is_embedding_model_dir(p):
-        return BiEncoderReranker(load_model(p), max_length=max_length)
+        return BiEncoderReranker(load_model(p, device=device), max_length=max_length)
     max_length = cap_max_length(p, max_length)
     try:
         return CrossEncoder(str(p), device=device, local_files_only=True, max_length=max_length)

@@ -64,7 +64,7 @@ class RerankerConfig:
     warmup_ratio: float = 0.1  # linear warm-up over this fraction of the steps
     max_length: int = 256  # tokens of query + document (SciFact abstracts average ~300 words)
     negatives: int = 4  # BEIR mining: hard negatives per positive
-    mine_depth: int = 30  # BEIR mining: negatives are drawn from BM25's top N non-relevant documents
+    mine_depth: int = 30  # BEIR mining: negatives are drawn from the first stage's (BM25's or hybrid) top N non-relevant documents
     max_pairs: int | None = None  # keep at most this many pairs (a seeded sample), None = all
     holdout: float = 0.1  # share of queries (all their pairs) held out to check the result; 0 = none
     seed: int = 42  # data sampling and training
@@ -123,8 +123,9 @@ def mine_beir_pairs(folder: str | os.PathLike[str], split: str = "train", config
     positive are sampled (seeded) from the first stage's top ``mine_depth`` documents that are not
     judged relevant (label 0); random documents fill in when it finds too few. The first stage is
     BM25, or with ``mine_model`` the hybrid one (BM25 and that model's exact dense search, min-max
-    score fusion, as ``search --mode hybrid``): negatives like those the re-ranker will have to
-    order behind the positives at search time.
+    score fusion over each retriever's top ``max(k, CANDIDATES)``, as ``search --mode hybrid``; the
+    model's own ``query`` / ``document`` prompts, e.g. e5's): negatives like those the re-ranker
+    will have to order behind the positives at search time.
     """
     import csv
 
@@ -173,27 +174,34 @@ def mine_beir_pairs(folder: str | os.PathLike[str], split: str = "train", config
                 first.append(queries[qid])
                 second.append(texts[r])
                 labels.append(0.0)
-    how = "BM25" if mine_model is None else f"hybrid ({mine_model}) "
+    how = "BM25" if mine_model is None else f"hybrid ({mine_model})"
     return LabelledPairs(first, second, labels, f"{folder} qrels/{split}.tsv + {how} negatives")
 
 
 def _hybrid_rows(model_name: str, texts: list[str], queries: list[str], sparse: tuple[Any, Any], k: int) -> Any:
-    """Rows of the hybrid top ``k`` per query: ``model_name``'s exact cosine search fused with ``sparse`` (BM25)."""
+    """Rows of the hybrid top ``k`` per query, as ``search --mode hybrid`` ranks them: ``model_name``'s exact cosine
+    search (with its own query / document prompts) and BM25, each ``max(k, CANDIDATES)`` deep, min-max fused.
+    ``sparse`` is BM25's top ``k``; it is searched again deeper when ``k`` is below ``CANDIDATES``."""
     import numpy as np
 
     from embedforge.encode import encode
     from embedforge.index import exact_search
     from embedforge.models import load_model
-    from embedforge.query import fuse
+    from embedforge.query import CANDIDATES, BM25Index, fuse
 
     try:
         model = load_model(model_name)
     except Exception as err:
         raise InputError(f"cannot load the model to mine negatives with ({model_name!r}): {type(err).__name__}: "
                          f"{str(err).splitlines()[0] if str(err) else ''}") from None
+    prompts = getattr(model, "prompts", None) or {}
     logger.info("mining negatives with the hybrid first stage: encoding %d documents with %s", len(texts), model_name)
-    docs = encode(model, texts, normalize=True, show_progress=True)
-    dense = exact_search(encode(model, queries, normalize=True), docs, np.arange(len(texts), dtype=np.int64), k)
+    docs = encode(model, texts, normalize=True, show_progress=True, prompt=prompts.get("document", prompts.get("passage")))
+    wide = max(k, CANDIDATES)  # what search --mode hybrid fuses: min-max normalisation depends on the depth
+    dense = exact_search(encode(model, queries, normalize=True, prompt=prompts.get("query")), docs,
+                         np.arange(len(texts), dtype=np.int64), wide)
+    if wide > k:
+        sparse = BM25Index.build(texts).search(queries, wide)
     return fuse(dense, sparse, k, "score")[1]
 
 
