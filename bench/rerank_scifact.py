@@ -58,6 +58,7 @@ from embedforge.rerank.model import load_cross_encoder, pair_scores  # noqa: E40
 from embedforge.rerank.train import (  # noqa: E402
     LabelledPairs,
     RerankerConfig,
+    pairs_from_ranking,
     split_by_query,
     train_device,
     train_reranker,
@@ -100,23 +101,13 @@ class Split:
 
 
 def mine_hybrid_pairs(train: Split, negatives: int, mine_depth: int, seed: int) -> LabelledPairs:
-    """Positives from the train qrels; ``negatives`` per positive sampled from the hybrid first
-    stage's top ``mine_depth`` non-relevant documents (hard: what the re-ranker will have to order)."""
-    rng = random.Random(seed)
-    first, second, labels = [], [], []
-    row_of = {d: i for i, d in enumerate(train.ids)}
-    for qid, text, rows in zip(train.qids, train.qtexts, train.rows, strict=True):
-        pos = {d for d, g in train.qrels[qid].items() if g > 0 and d in row_of}
-        pool = [int(r) for r in rows[:mine_depth] if r >= 0 and train.ids[int(r)] not in pos]
-        for d in sorted(pos):
-            first.append(text)
-            second.append(train.texts[row_of[d]])
-            labels.append(1.0)
-            for r in rng.sample(pool, min(negatives, len(pool))):
-                first.append(text)
-                second.append(train.texts[r])
-                labels.append(0.0)
-    return LabelledPairs(first, second, labels, "scifact qrels/train.tsv + hybrid negatives")
+    """Positives from the train qrels; ``negatives`` per positive sampled from the hybrid first stage's first
+    ``mine_depth`` non-relevant documents (hard: what the re-ranker will have to order) — the library's
+    :func:`pairs_from_ranking` on the cached run, so these are the pairs ``train-reranker --mine-model`` mines."""
+    config = RerankerConfig(negatives=negatives, mine_depth=mine_depth, seed=seed)
+    relevant = [{d for d, g in train.qrels[q].items() if g > 0} for q in train.qids]
+    return pairs_from_ranking(train.qtexts, relevant, train.ids, train.texts, train.rows[:, : mine_depth + 10], config,
+                              "scifact qrels/train.tsv + hybrid negatives")
 
 
 def train_option(base: str, pairs: LabelledPairs, args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:

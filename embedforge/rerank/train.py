@@ -34,6 +34,7 @@ __all__ = [
     "LabelledPairs",
     "read_labelled_pairs",
     "mine_beir_pairs",
+    "pairs_from_ranking",
     "split_by_query",
     "ranking_agreement",
     "train_reranker",
@@ -158,24 +159,34 @@ def mine_beir_pairs(folder: str | os.PathLike[str], split: str = "train", config
     k = config.mine_depth + 10
     sparse = bm25.search([queries[q] for q in qids], k)
     top = sparse[1] if mine_model is None else _hybrid_rows(mine_model, texts, [queries[q] for q in qids], sparse, k)
+    how = "BM25" if mine_model is None else f"hybrid ({mine_model})"
+    return pairs_from_ranking([queries[q] for q in qids], [relevant[q] for q in qids], [d.id for d in docs], texts, top,
+                              config, f"{folder} qrels/{split}.tsv + {how} negatives")
+
+
+def pairs_from_ranking(queries: list[str], relevant: list[set[str]], doc_ids: list[str], texts: list[str], ranked: Any,
+                       config: RerankerConfig, source: str) -> LabelledPairs:
+    """Labelled pairs from a first stage's ranking: per query, each relevant document (label 1) with ``negatives``
+    documents sampled (seeded) from the first ``mine_depth`` non-relevant rows of ``ranked`` (n_queries, k; -1
+    padded), random documents filling in when it found too few (label 0). ``bench/rerank_scifact.py`` mines from
+    its cached first stage with this too, so the benchmark's pairs are the CLI's."""
     rng = random.Random(config.seed)
+    row_of = {d: i for i, d in enumerate(doc_ids)}
     first, second, labels = [], [], []
-    for qid, rows in zip(qids, top, strict=True):
-        pos = relevant[qid]
-        pool = [int(r) for r in rows if r >= 0 and docs[int(r)].id not in pos][: config.mine_depth]
+    for query, pos, rows in zip(queries, relevant, ranked, strict=True):
+        pool = [int(r) for r in rows if r >= 0 and doc_ids[int(r)] not in pos][: config.mine_depth]
         if len(pool) < config.negatives:  # few documents share a word with the query: add random ones
-            others = [r for r in range(len(docs)) if docs[r].id not in pos and r not in pool]
+            others = [r for r in range(len(doc_ids)) if doc_ids[r] not in pos and r not in pool]
             pool += rng.sample(others, min(config.negatives - len(pool), len(others)))
-        for doc_id in sorted(pos):
-            first.append(queries[qid])
+        for doc_id in sorted(d for d in pos if d in row_of):
+            first.append(query)
             second.append(texts[row_of[doc_id]])
             labels.append(1.0)
             for r in rng.sample(pool, min(config.negatives, len(pool))):
-                first.append(queries[qid])
+                first.append(query)
                 second.append(texts[r])
                 labels.append(0.0)
-    how = "BM25" if mine_model is None else f"hybrid ({mine_model})"
-    return LabelledPairs(first, second, labels, f"{folder} qrels/{split}.tsv + {how} negatives")
+    return LabelledPairs(first, second, labels, source)
 
 
 def _hybrid_rows(model_name: str, texts: list[str], queries: list[str], sparse: tuple[Any, Any], k: int) -> Any:
