@@ -1,0 +1,68 @@
+"""The re-rank benchmark's own arithmetic (bench/rerank_scifact.py): the verdict words, the cache identities
+that let scores computed on another machine be found, and the fusion that re-orders only the top N."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+rerank_scifact = pytest.importorskip("rerank_scifact")
+
+
+def test_verdict_reads_the_interval() -> None:
+    assert rerank_scifact.verdict(0.001, 0.03) == "better beyond noise"
+    assert rerank_scifact.verdict(-0.03, -0.001) == "worse beyond noise"
+    assert rerank_scifact.verdict(-0.01, 0.02) == "within noise"
+
+
+def test_cross_encoder_identity_ignores_where_the_folder_is(tmp_path: Path) -> None:
+    a, b, c = tmp_path / "x" / "ce", tmp_path / "y" / "ce", tmp_path / "z" / "ce"
+    for d, lr in ((a, 5e-5), (b, 5e-5), (c, 2e-5)):
+        d.mkdir(parents=True)
+        (d / "embedforge_reranker.json").write_text(json.dumps({"config": {"lr": lr}}))
+    assert rerank_scifact.ce_identity(str(a)) == rerank_scifact.ce_identity(str(b))  # same folder name and manifest
+    assert rerank_scifact.ce_identity(str(a)) != rerank_scifact.ce_identity(str(c))  # another training
+    assert rerank_scifact.ce_identity("") == ""
+
+
+def test_bi_encoder_identity_includes_prefixes_and_length() -> None:
+    args = argparse.Namespace(bi_max_length=256)
+    plain = rerank_scifact.BiEncoder(None, "e5")
+    prefixed = rerank_scifact.BiEncoder(None, "e5", "query: ", "passage: ")
+    assert rerank_scifact.bi_identity(plain, args) != rerank_scifact.bi_identity(prefixed, args)
+    assert rerank_scifact.bi_identity(prefixed, args) != rerank_scifact.bi_identity(prefixed, argparse.Namespace(bi_max_length=128))
+
+
+def split(n_rows: int = 6) -> SimpleNamespace:
+    rows = np.array([[5, 3, 1, 0, 2, 4][:n_rows]], dtype=np.int64)
+    scores = np.linspace(1.0, 0.5, n_rows, dtype=np.float32)[None, :]  # first stage: descending
+    return SimpleNamespace(rows=rows, scores=scores)
+
+
+def test_reorder_moves_only_the_top_depth() -> None:
+    s = split()
+    second = np.array([[0.1, 0.9, 0.5, 0.7, 0.0, 0.0]], dtype=np.float32)  # prefers rows 3, then 0, then 1
+    _, rows = rerank_scifact.reorder(s, second, 4, None)
+    assert rows[0].tolist() == [3, 0, 1, 5, 2, 4]  # the top 4 by the second stage, the rest in first-stage order
+    _, rows = rerank_scifact.reorder(s, second, 4, 0.0)  # all weight on the first stage: unchanged
+    assert rows[0].tolist() == [5, 3, 1, 0, 2, 4]
+
+
+def test_combine_is_the_weighted_sum_of_min_max_scores() -> None:
+    s = split()
+    a = np.array([[0.1, 0.9, 0.5, 0.7, 0.2, 0.3]], dtype=np.float32)
+    b = np.array([[4.0, 0.0, 2.0, 1.0, 3.0, 5.0]], dtype=np.float32)
+    got = rerank_scifact.combine(s, [a, b], 4, (0.2, 0.5, 0.3))
+
+    def mm(x: np.ndarray) -> np.ndarray:
+        return (x - x.min()) / (x.max() - x.min())
+
+    want = 0.2 * mm(s.scores[0, :4].astype(np.float64)) + 0.5 * mm(a[0, :4].astype(np.float64)) + 0.3 * mm(b[0, :4].astype(np.float64))
+    assert got[0] == pytest.approx(want)
