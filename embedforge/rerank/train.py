@@ -9,7 +9,8 @@ and learns relevance with binary cross-entropy:
 
 on labelled pairs with y ∈ [0, 1] (graded scores are divided by the largest grade). Training is
 sentence-transformers' ``CrossEncoderTrainer`` + ``BinaryCrossEntropyLoss``; we add the data
-readers, BM25 hard-negative mining for BEIR folders, CUDA with mixed precision when present, and
+readers, hard-negative mining for BEIR folders (BM25 or, with a model, the hybrid first stage), CUDA with
+mixed precision when present, and
 the guardrail (:mod:`embedforge.rerank.check`): the held-out verdict saved as ``recommended``.
 """
 
