@@ -156,12 +156,12 @@ def mine_beir_pairs(folder: str | os.PathLike[str], split: str = "train", config
     if not relevant:
         raise InputError("no judged query with a known document", qrels_file)
     qids = sorted(relevant)
+    qtexts = [queries[q] for q in qids]
     bm25 = BM25Index.build(texts)
     k = config.mine_depth + 10
-    sparse = bm25.search([queries[q] for q in qids], k)
-    top = sparse[1] if mine_model is None else _hybrid_rows(mine_model, texts, [queries[q] for q in qids], sparse, k)
+    top = bm25.search(qtexts, k)[1] if mine_model is None else _hybrid_rows(mine_model, texts, qtexts, bm25, k)
     how = "BM25" if mine_model is None else f"hybrid ({mine_model})"
-    return pairs_from_ranking([queries[q] for q in qids], [relevant[q] for q in qids], [d.id for d in docs], texts, top,
+    return pairs_from_ranking(qtexts, [relevant[q] for q in qids], [d.id for d in docs], texts, top,
                               config, f"{folder} qrels/{split}.tsv + {how} negatives")
 
 
@@ -190,16 +190,16 @@ def pairs_from_ranking(queries: list[str], relevant: list[set[str]], doc_ids: li
     return LabelledPairs(first, second, labels, source)
 
 
-def _hybrid_rows(model_name: str, texts: list[str], queries: list[str], sparse: tuple[Any, Any], k: int) -> Any:
+def _hybrid_rows(model_name: str, texts: list[str], queries: list[str], bm25: Any, k: int) -> Any:
     """Rows of the hybrid top ``k`` per query, as ``search --mode hybrid`` ranks them: ``model_name``'s exact cosine
-    search (with its own query / document prompts) and BM25, each ``max(k, CANDIDATES)`` deep, min-max fused.
-    ``sparse`` is BM25's top ``k``; it is searched again deeper when ``k`` is below ``CANDIDATES``."""
+    search (with its own query / document prompts) and ``bm25`` (the corpus' BM25Index), each ``max(k, CANDIDATES)``
+    deep, min-max fused."""
     import numpy as np
 
     from embedforge.encode import encode
     from embedforge.index import exact_search
     from embedforge.models import load_model
-    from embedforge.query import CANDIDATES, BM25Index, fuse
+    from embedforge.query import CANDIDATES, fuse
 
     try:
         model = load_model(model_name)
@@ -212,9 +212,7 @@ def _hybrid_rows(model_name: str, texts: list[str], queries: list[str], sparse: 
     wide = max(k, CANDIDATES)  # what search --mode hybrid fuses: min-max normalisation depends on the depth
     dense = exact_search(encode(model, queries, normalize=True, prompt=prompts.get("query")), docs,
                          np.arange(len(texts), dtype=np.int64), wide)
-    if wide > k:
-        sparse = BM25Index.build(texts).search(queries, wide)
-    return fuse(dense, sparse, k, "score")[1]
+    return fuse(dense, bm25.search(queries, wide), k, "score")[1]
 
 
 def _sample(pairs: LabelledPairs, limit: int | None, seed: int) -> LabelledPairs:
