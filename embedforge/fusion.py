@@ -14,7 +14,7 @@ import numpy as np
 
 from embedforge.errors import InputError
 
-__all__ = ["RRF_K", "fusion_weights", "parse_fusion_weights", "rrf_fuse", "score_fuse"]
+__all__ = ["RRF_K", "fusion_weights", "parse_fusion_weights", "rrf_fuse", "score_fuse", "weights_from_flags"]
 
 RRF_K = 60  # Cormack, Clarke & Büttcher (SIGIR 2009): the constant in 1 / (k + rank)
 
@@ -79,3 +79,15 @@ def parse_fusion_weights(text: str, n_scorers: int, flag: str = "--rerank-weight
     except ValueError:
         raise InputError(f"{flag} expects comma-separated numbers such as 0.5,0.5, got {text!r}") from None
     return cast("list[float]", fusion_weights(weights, n_scorers))  # never None: weights were given
+
+
+def weights_from_flags(text: str | None, n_scorers: int, scorer_flag: str, flag: str = "--rerank-weights") -> list[float] | None:
+    """A command line's ``flag`` for ``n_scorers`` re-rankers given with ``scorer_flag`` (``search --rerank``,
+    ``serve --reranker``): checked weights, or None when not given (allowed with at most one re-ranker)."""
+    if not text:
+        if n_scorers > 1:
+            raise InputError(f"{n_scorers} {scorer_flag} need {flag} W0,W1,... (the first stage's weight, then one per {scorer_flag})")
+        return None
+    if n_scorers == 0:
+        raise InputError(f"{flag} needs {scorer_flag} DIR (the first stage's weight, then one per {scorer_flag})")
+    return parse_fusion_weights(text, n_scorers, flag)

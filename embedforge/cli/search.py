@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from embedforge.errors import InputError
+from embedforge.fusion import weights_from_flags
 from embedforge.query import where_from_json
 
 __all__ = ["register", "read_queries", "write_run"]
@@ -152,11 +153,9 @@ def _rerank_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     depth = DEFAULT_RERANK_DEPTH if depth is None else depth
     if depth < 1:
         raise InputError(f"--rerank-depth must be >= 1, got {depth}")
+    weights = weights_from_flags(args.rerank_weights, len(args.rerank or []), "--rerank")  # checked before any model loads
     if not args.rerank:
-        if args.rerank_weights:
-            raise InputError("--rerank-weights needs --rerank DIR (one per weight after the first stage's)")
         return {}
-    weights = _weights(args.rerank_weights, len(args.rerank))  # checked before any model loads
     rerank = [load_cross_encoder(d) for d in args.rerank]
     for i, d in enumerate(args.rerank):
         reason = not_recommended_reason(d)
@@ -169,18 +168,6 @@ def _rerank_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     if weights is not None:
         out["rerank_weights"] = weights
     return out
-
-
-def _weights(text: str | None, n_rerankers: int) -> list[float] | None:
-    """``--rerank-weights`` as checked floats: the first stage's, then one per ``--rerank``; None when not given."""
-    from embedforge.fusion import parse_fusion_weights
-
-    if not text:
-        if n_rerankers > 1:
-            raise InputError(f"{n_rerankers} --rerank models need --rerank-weights W0,W1,... "
-                             "(the first stage's weight, then one per --rerank)")
-        return None
-    return parse_fusion_weights(text, n_rerankers)
 
 
 def cmd_search(args: argparse.Namespace) -> int:

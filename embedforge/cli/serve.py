@@ -191,16 +191,10 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
 
 def _rerank_weights(args: argparse.Namespace) -> tuple[float, ...] | None:
     """``--rerank-weights W0,W1,...`` checked (the first stage's weight, then one per --reranker); None when not given."""
-    rerankers = args.reranker or []
-    if not args.rerank_weights:
-        if len(rerankers) > 1:
-            raise InputError(f"{len(rerankers)} --reranker need --rerank-weights: the first stage's weight, then one per re-ranker")
-        return None
-    if not rerankers:
-        raise InputError("--rerank-weights needs --reranker DIR (the first stage's weight, then the re-ranker's)")
-    from embedforge.fusion import parse_fusion_weights
+    from embedforge.fusion import weights_from_flags
 
-    return tuple(parse_fusion_weights(args.rerank_weights, len(rerankers)))
+    weights = weights_from_flags(args.rerank_weights, len(args.reranker or []), "--reranker")
+    return None if weights is None else tuple(weights)
 
 
 def _split(value: str) -> list[str]:
