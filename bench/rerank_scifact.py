@@ -35,12 +35,14 @@ re-ranked pipeline against the first stage.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import itertools
 import json
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,8 +77,9 @@ MARKS = {"better beyond noise": "↑", "worse beyond noise": "↓"}  # table cel
 class Split:
     """One BEIR split with its hybrid first stage: ids/texts of docs, queries, qrels, (scores, rows)."""
 
-    def __init__(self, name: str, split: str, args: argparse.Namespace, model: Any, limit: int | None) -> None:
-        """``model``: the first-stage model, or a callable returning it (loaded only when the run is not cached)."""
+    def __init__(self, name: str, split: str, args: argparse.Namespace, model: Callable[[], Any], limit: int | None) -> None:
+        """``model()`` returns the first-stage model; it is called only when the run is not cached. (A loaded
+        SentenceTransformer is itself callable, so this takes the loader alone, never the model.)"""
         self.ids, self.texts, queries, self.qrels = load_beir(Path(args.data_dir) / "retrieval" / name, split, limit)
         self.qids = sorted(queries)
         self.qtexts = [queries[q] for q in self.qids]
@@ -87,9 +90,9 @@ class Split:
             self.scores, self.rows = z["scores"], z["rows"]
             return
         safe = "".join(c if c.isalnum() else "_" for c in args.first_model)[-40:]
-        model = model() if callable(model) else model
-        dvec = cached_embeddings(model, args.first_model, self.texts, f"{safe}-{name}-docs", args.batch_size)
-        qvec = cached_embeddings(model, args.first_model, self.qtexts, f"{safe}-{name}-{split}-queries", args.batch_size)
+        encoder = model()
+        dvec = cached_embeddings(encoder, args.first_model, self.texts, f"{safe}-{name}-docs", args.batch_size)
+        qvec = cached_embeddings(encoder, args.first_model, self.qtexts, f"{safe}-{name}-{split}-queries", args.batch_size)
         dense = exact_search(qvec, dvec, np.arange(len(self.ids), dtype=np.int64), FIRST_K)
         sparse = BM25Index.build(self.texts).search(self.qtexts, FIRST_K)
         self.scores, self.rows = fuse(dense, sparse, FIRST_K, "score")
@@ -225,7 +228,7 @@ def choose_weights(split: Split, second: np.ndarray, depths: list[int]) -> dict[
     return {d: max(WEIGHTS, key=lambda w: ndcg_at_k(split.run(*reorder(split, second, d, w)), split.qrels, 10)) for d in depths}
 
 
-def build_options(args: argparse.Namespace, model: Any) -> tuple[dict[str, Any], dict[str, Any], Split | None]:
+def build_options(args: argparse.Namespace, model: Callable[[], Any]) -> tuple[dict[str, Any], dict[str, Any], Split | None]:
     """Scorers by option name, their training records, and the held-out train split for fusion weights."""
     limit = args.max_queries * 4 if args.max_queries else None
     train = Split("scifact", "train", args, model, limit)
@@ -351,7 +354,7 @@ def bi_scorer(bi: BiEncoder, split: Split, name: str, args: argparse.Namespace) 
     return bi.model, qvec, dvec, queries
 
 
-def bench_dataset(name: str, args: argparse.Namespace, model: Any, scorers: dict[str, Any], held: Split | None,
+def bench_dataset(name: str, args: argparse.Namespace, model: Callable[[], Any], scorers: dict[str, Any], held: Split | None,
                   records: dict[str, Any]) -> dict[str, Any]:
     split = Split(name, "test", args, model, args.max_queries)
     print(f"{name}: {len(split.ids)} docs, {len(split.qids)} queries", file=sys.stderr)
@@ -530,12 +533,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     args.first_model = args.first_model or args.model
-    loaded: list[Any] = []
-
-    def model() -> Any:  # the first-stage model, loaded only when a first-stage run is not cached
-        if not loaded:
-            loaded.append(load_model(args.first_model))
-        return loaded[0]
+    model = functools.cache(lambda: load_model(args.first_model))  # the first-stage model, loaded only when a run is not cached
     scorers, training, held = build_options(args, model)
     results: dict[str, Any] = {
         "model": args.model, "first_model": args.first_model, "large_model": args.large_model, "depths": sorted(args.depths), "device": train_device(),
