@@ -66,3 +66,18 @@ def test_combine_is_the_weighted_sum_of_min_max_scores() -> None:
 
     want = 0.2 * mm(s.scores[0, :4].astype(np.float64)) + 0.5 * mm(a[0, :4].astype(np.float64)) + 0.3 * mm(b[0, :4].astype(np.float64))
     assert got[0] == pytest.approx(want)
+
+
+def test_bi_models_take_their_prefixes_in_order() -> None:
+    def args(models: list[str] | None, q: list[str] | None = None, d: list[str] | None = None, note: str | None = None) -> argparse.Namespace:
+        return argparse.Namespace(bi_model=models, bi_query_prefix=q, bi_doc_prefix=d, bi_note=note)
+
+    assert rerank_scifact.bi_specs(args(None)) == []
+    assert rerank_scifact.bi_specs(args(["e5", "mpnet"])) == [("e5", "", ""), ("mpnet", "", "")]
+    assert rerank_scifact.bi_specs(args(["e5", "mpnet"], ["q: "], ["p: "])) == [("e5", "q: ", "p: "), ("mpnet", "q: ", "p: ")]
+    assert rerank_scifact.bi_specs(args(["e5", "mpnet"], ["query: ", ""], ["passage: ", ""])) == [
+        ("e5", "query: ", "passage: "), ("mpnet", "", "")]
+    with pytest.raises(ValueError, match="--bi-doc-prefix given 2 times for 3 --bi-model"):
+        rerank_scifact.bi_specs(args(["a", "b", "c"], None, ["x", "y"]))
+    with pytest.raises(ValueError, match="--bi-note describes one --bi-model; 2 given"):
+        rerank_scifact.bi_specs(args(["a", "b"], note="adapt candidate"))
