@@ -381,6 +381,7 @@ def bench_dataset(name: str, args: argparse.Namespace, model: Callable[[], Any],
     out: dict[str, Any] = {"queries": len(split.qids), "docs": len(split.ids), "first-stage": first, "options": {}}
     deepest = max(args.depths)
     collected: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}  # option: (test scores, held-out train scores, seconds)
+    held_best: tuple[float, int] | None = None  # (held-out nDCG@10, depth) of all+fused: the pipeline picked without test
     for option, scorer in scorers.items():
         identity = bi_identity(scorer, args) if isinstance(scorer, BiEncoder) else ce_identity(records[option].get("chosen", ""))
         s = bi_scorer(scorer, split, name, args) if isinstance(scorer, BiEncoder) else scorer
@@ -410,7 +411,6 @@ def bench_dataset(name: str, args: argparse.Namespace, model: Callable[[], Any],
         names = list(collected)
         grid = simplex(len(names) + 1)
         rows_out = {}
-        held_best: tuple[float, int] | None = None  # (held-out nDCG@10, depth): the pipeline picked without test
         for d in args.depths:
             def held_ndcg(w: tuple[float, ...], d: int = d) -> float:
                 return float(ndcg_at_k(held.run(*reorder(held, combine(held, [collected[n][1] for n in names], d, w), d, None)),
@@ -427,30 +427,29 @@ def bench_dataset(name: str, args: argparse.Namespace, model: Callable[[], Any],
             per_query[f"all+fused@{d}"] = ndcg_per_query(split.run(*fused), split.qrels, 10)
         out["options"]["all+fused"] = rows_out
         assert held_best is not None
-        pick = f"all+fused@{held_best[1]}"
-        diff, lo, hi = paired_bootstrap(per_query["first-stage"], per_query[pick], seed=args.seed)
-        out["picked_on_heldout_vs_first_stage"] = {
-            "pipeline": pick, "heldout_ndcg@10": round(held_best[0], 4), "ndcg@10": rows_out[str(held_best[1])]["ndcg@10"],
-            "ndcg@10_diff": round(diff, 4), "ci95": [round(lo, 4), round(hi, 4)], "beats_first_stage": bool(lo > 0),
-            "note": "depth and weights chosen on held-out SciFact train queries, never on this test set"}
-        if str(DEFAULT_RERANK_DEPTH) in rows_out:  # fixed before any run: the depth a user gets (search/serve's default)
-            at = f"all+fused@{DEFAULT_RERANK_DEPTH}"
-            diff, lo, hi = paired_bootstrap(per_query["first-stage"], per_query[at], seed=args.seed)
-            out["at_default_depth_vs_first_stage"] = {
-                "pipeline": at, "ndcg@10": rows_out[str(DEFAULT_RERANK_DEPTH)]["ndcg@10"], "ndcg@10_diff": round(diff, 4),
-                "ci95": [round(lo, 4), round(hi, 4)], "beats_first_stage": bool(lo > 0),
-                "note": "depth = search's default --rerank-depth (fixed in the code, not chosen); weights chosen on held-out "
-                        "SciFact train queries"}
-    out["vs_first_stage"] = {}  # every cell's paired bootstrap (95%) against the first stage: how many depths hold up, not only the picked one
-    for k in per_query:
-        if k != "first-stage":
-            diff, lo, hi = paired_bootstrap(per_query["first-stage"], per_query[k], seed=args.seed)
-            out["vs_first_stage"][k] = {"ndcg@10_diff": round(diff, 4), "ci95": [round(lo, 4), round(hi, 4)], "verdict": verdict(lo, hi)}
-    best = max((k for k in per_query if k != "first-stage"), key=lambda k: np.mean(list(per_query[k].values())), default=None)
+    # every cell's paired bootstrap (95%) against the first stage, computed once: how many depths hold up, not only the picked one
+    boot = {k: paired_bootstrap(per_query["first-stage"], v, seed=args.seed) for k, v in per_query.items() if k != "first-stage"}
+
+    def headline(pipeline: str, note: str, **extra: Any) -> dict[str, Any]:
+        diff, lo, hi = boot[pipeline]
+        return {"pipeline": pipeline, **extra, "ndcg@10_diff": round(diff, 4), "ci95": [round(lo, 4), round(hi, 4)],
+                "beats_first_stage": bool(lo > 0), "note": note}
+
+    if held_best is not None:
+        out["picked_on_heldout_vs_first_stage"] = headline(
+            f"all+fused@{held_best[1]}", **{"heldout_ndcg@10": round(held_best[0], 4),
+                                            "ndcg@10": out["options"]["all+fused"][str(held_best[1])]["ndcg@10"]},
+            note="depth and weights chosen on held-out SciFact train queries, never on this test set")
+        if str(DEFAULT_RERANK_DEPTH) in out["options"]["all+fused"]:  # fixed before any run: the depth a user gets (search/serve's default)
+            out["at_default_depth_vs_first_stage"] = headline(
+                f"all+fused@{DEFAULT_RERANK_DEPTH}", **{"ndcg@10": out["options"]["all+fused"][str(DEFAULT_RERANK_DEPTH)]["ndcg@10"]},
+                note="depth = search's default --rerank-depth (fixed in the code, not chosen); weights chosen on held-out "
+                     "SciFact train queries")
+    out["vs_first_stage"] = {k: {"ndcg@10_diff": round(diff, 4), "ci95": [round(lo, 4), round(hi, 4)], "verdict": verdict(lo, hi)}
+                             for k, (diff, lo, hi) in boot.items()}
+    best = max(boot, key=lambda k: np.mean(list(per_query[k].values())), default=None)
     if best is not None:
-        diff, lo, hi = paired_bootstrap(per_query["first-stage"], per_query[best], seed=args.seed)
-        out["best_vs_first_stage"] = {"pipeline": best, "ndcg@10_diff": round(diff, 4), "ci95": [round(lo, 4), round(hi, 4)],
-                                      "beats_first_stage": bool(lo > 0), "note": "best chosen on this test set: optimistic"}
+        out["best_vs_first_stage"] = headline(best, note="best chosen on this test set: optimistic")
     return out
 
 
@@ -479,16 +478,12 @@ def markdown(results: dict[str, Any]) -> str:
             marks = {d: MARKS.get((ds.get("vs_first_stage") or {}).get(f"{option}@{d}", {}).get("verdict", ""), "") for d in depths}
             cells = [f"{rows[d]['ndcg@10']:.3f}{marks[d]} / {rows[d]['recall@100']:.3f} ({rows[d]['queries_per_s']:.1f} q/s)" for d in depths]
             lines.append(f"| {option} | " + " | ".join(cells) + " |")
-        h = ds.get("picked_on_heldout_vs_first_stage")
-        if h:
-            lines += ["", f"Picked on held-out train (depth and weights, no test data): {h['pipeline']}, {h['ndcg@10']:.3f}, "
-                          f"{h['ndcg@10_diff']:+.3f} nDCG@10 vs the first stage (95% CI [{h['ci95'][0]:+.3f}, {h['ci95'][1]:+.3f}]"
-                          f"; {verdict(*h['ci95'])})."]
-        a = ds.get("at_default_depth_vs_first_stage")
-        if a:
-            lines += ["", f"At search's default depth (weights on held-out train, depth not chosen): {a['pipeline']}, "
-                          f"{a['ndcg@10']:.3f}, {a['ndcg@10_diff']:+.3f} nDCG@10 vs the first stage (95% CI "
-                          f"[{a['ci95'][0]:+.3f}, {a['ci95'][1]:+.3f}]; {verdict(*a['ci95'])})."]
+        for key, lead in (("picked_on_heldout_vs_first_stage", "Picked on held-out train (depth and weights, no test data)"),
+                          ("at_default_depth_vs_first_stage", "At search's default depth (weights on held-out train, depth not chosen)")):
+            h = ds.get(key)
+            if h:
+                lines += ["", f"{lead}: {h['pipeline']}, {h['ndcg@10']:.3f}, {h['ndcg@10_diff']:+.3f} nDCG@10 vs the first stage "
+                              f"(95% CI [{h['ci95'][0]:+.3f}, {h['ci95'][1]:+.3f}]; {verdict(*h['ci95'])})."]
         fused_rows = ds["options"].get("all+fused")
         if fused_rows:
             lines += ["", "all+fused weights (first stage, then each option above in order; chosen per depth on held-out train): "
