@@ -13,6 +13,8 @@ any point leaves the previous state readable)::
     DIR/v000004/docs.jsonl      {"id", "text", "metadata"} per row
     DIR/v000004/index/          the persistent index (faiss), if any
     DIR/v000004/bm25/           the BM25 index, when one was built before the save (else built in memory)
+    DIR/v000004/rerank/NAME.vectors.npy, NAME.keys.npy
+                                a bi-encoder re-ranker's document vectors by key (:meth:`Collection.store_rerank_vectors`)
     DIR/milvus.db               the Milvus Lite file for spec "milvus"
     DIR/.staging/               shards + checkpoint of an interrupted :func:`embedforge.ingest.index_documents`
 
@@ -26,11 +28,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import hashlib
 import json
 import logging
 import os
 import re
 import shutil
+import sys
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -45,7 +49,7 @@ from embedforge.io import atomic_write, write_json
 from embedforge.lock import LOCK_FILE, write_lock
 from embedforge.models import embedding_dim
 from embedforge.query import DEFAULT_FUSION, BM25Index, Hit, match_metadata, search_collection
-from embedforge.rerank.model import DEFAULT_RERANK_DEPTH
+from embedforge.rerank.model import DEFAULT_RERANK_DEPTH, BiEncoderReranker, StoredVectorsReranker
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -62,11 +66,13 @@ DEFAULT_RERANK_TOP = DEFAULT_RERANK_DEPTH  # hits re-scored by a cross-encoder (
 DATA_FILES = ("vectors.npy", "keys.npy", "docs.jsonl")
 MARKER = ".embedforge-version"  # written first into every version directory we make; only marked ones are removed
 VERSION_NAME = re.compile(r"v\d{6}")  # a version directory's exact name
+RERANK_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")  # a stored re-ranker's file name stem
 TMP_NAME = re.compile(r"\.v\d{6}\.tmp")  # a version being written, or being removed
 POINTER_TMP = re.compile(r"\.CURRENT\..+\.tmp")  # CURRENT being replaced (embedforge.io.atomic_write)
 IMAGE_MODALITY = "image"  # manifest "modality" of an image collection, and each of its documents' metadata "kind"
 MANIFEST_KEYS = ("model", "dimension", "fingerprint", "query_prefix", "document_prefix", "index_spec", "index", "count", "next_key", "files", "checksum")
 OURS_WITHOUT_CURRENT = (LOCK_FILE, ".staging", "milvus.db")  # what a directory may hold before its first version
+RERANK_DIR = "rerank"  # a version's stored re-ranker vectors (manifest "rerank_vectors" describes them)
 
 
 def _crc_file(path: Path) -> int:
@@ -260,6 +266,7 @@ class Collection:
         self._row: dict[str, int] = {}
         self._index: VectorIndex | None = None
         self._bm25: BM25Index | None = None
+        self._rerank: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # name -> (keys (m,) sorted, vectors (m, d)) of a re-ranker
         self._model: SentenceTransformer | None = None
         self._checked_models: set[int] = set()
         self._version_dir: Path | None = None
@@ -365,6 +372,7 @@ class Collection:
         if self._vectors.shape != (n, self.dim) or self._keys.shape != (n,) or n != self.manifest["count"]:
             raise InputError(f"inconsistent collection: {n} docs, vectors {self._vectors.shape}, {self._keys.shape[0]} keys", version)
         self._row = {doc_id: i for i, doc_id in enumerate(self._ids)}
+        self._load_rerank(version)
         spec = self.manifest.get("index")
         if spec and n:
             try:
@@ -412,13 +420,17 @@ class Collection:
                 self._index.save(tmp / "index")
             if self._bm25 is not None and self._bm25.size == len(self._ids):
                 self._bm25.save(tmp / "bm25")
+            rerank_info = self._save_rerank(tmp)
             manifest = {
                 **self.manifest,
+                **({"rerank_vectors": rerank_info} if rerank_info else {}),
                 "count": len(self._ids),
                 "index": self._index.spec if self._index is not None else None,
                 "updated": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                 "files": _file_table(tmp),
             }
+            if not rerank_info:
+                manifest.pop("rerank_vectors", None)
             manifest["checksum"] = manifest_checksum(manifest)
             write_json(tmp / "manifest.json", manifest)
             for file in tmp.rglob("*"):
@@ -650,6 +662,140 @@ class Collection:
             raise InputError(f"unknown id {doc_id!r}")
         row = self._row[doc_id]
         return Hit(doc_id, 0.0, self._texts[row], dict(self._meta[row]))
+
+    # ------------------------------------------------------------ a bi-encoder re-ranker's stored vectors
+
+    def _load_rerank(self, version: Path) -> None:
+        info = self.manifest.get("rerank_vectors") or {}
+        where = version / RERANK_DIR
+        if not isinstance(info, dict):
+            raise InputError("corrupt collection manifest (rerank_vectors)", version / "manifest.json")
+        for name, meta in info.items():
+            if not isinstance(name, str) or not RERANK_NAME.fullmatch(name) or not isinstance(meta, dict):
+                raise InputError(f"corrupt collection manifest (rerank_vectors entry {name!r})", version / "manifest.json")
+            try:
+                keys = np.load(where / f"{name}.keys.npy")
+                vectors = np.load(where / f"{name}.vectors.npy", mmap_mode="r")
+                dim = int(meta["dimension"])
+            except (OSError, ValueError, EOFError, KeyError, TypeError) as err:
+                raise InputError(f"unreadable re-ranker vectors {name!r} ({type(err).__name__})", where) from None
+            if keys.dtype != np.int64 or vectors.dtype != np.float32 or keys.ndim != 1 or vectors.shape != (len(keys), dim) \
+                    or bool(np.any(np.diff(keys) <= 0)):
+                raise InputError(f"inconsistent re-ranker vectors {name!r}: keys {keys.shape} {keys.dtype}, vectors {vectors.shape} "
+                                 f"{vectors.dtype}, expected sorted int64 keys and float32 (keys, {dim})", where)
+            self._rerank[name] = (keys, vectors)
+
+    def _save_rerank(self, version: Path) -> dict[str, Any]:
+        """Write each stored re-ranker's vectors of the documents still here into ``version``; their manifest entries."""
+        info = self.manifest.get("rerank_vectors") or {}
+        out: dict[str, Any] = {}
+        for name, (keys, vectors) in self._rerank.items():
+            keep = np.isin(keys, self._keys)
+            keys, vectors = keys[keep], np.ascontiguousarray(np.asarray(vectors)[keep], dtype=np.float32)
+            self._rerank[name] = (keys, vectors)
+            (version / RERANK_DIR).mkdir(exist_ok=True)
+            np.save(version / RERANK_DIR / f"{name}.keys.npy", keys)
+            np.save(version / RERANK_DIR / f"{name}.vectors.npy", vectors)
+            out[name] = {**info[name], "count": len(keys)}
+        return out
+
+    def store_rerank_vectors(
+        self,
+        model_name: str,
+        *,
+        max_length: int | None = None,
+        batch_size: int = 32,
+        chunk_size: int = 4096,
+        show_progress: bool | None = None,
+    ) -> int:
+        """Store every document's vector for the embedding model ``model_name`` used as a re-ranker
+        (``search --rerank MODEL``), so that re-ranking encodes only the queries.
+
+        What a search engine calls a second named vector per document. It is encoded exactly as
+        :class:`embedforge.rerank.model.BiEncoderReranker` encodes a candidate (the model's document
+        prompt, ``max_length``), and found again at search time by the model's fingerprint, prompt
+        and length (:meth:`stored_reranker`). Only documents without a stored vector are encoded:
+        each ``chunk_size`` of them is saved as a new version (atomic), so an interrupted run keeps
+        its finished chunks and a second call does the rest, and a call after adding documents
+        encodes just those. A document added and not yet stored is encoded at search time.
+        Deleted documents' vectors go with the next save. Returns the number of documents encoded.
+        """
+        from tqdm.auto import tqdm
+
+        from embedforge.rerank.model import load_cross_encoder
+
+        if self.manifest.get("modality") == IMAGE_MODALITY:
+            raise InputError("is an image collection; re-ranker vectors are stored for texts", self.path)
+        if chunk_size < 1 or batch_size < 1:
+            raise InputError(f"chunk_size and batch_size must be >= 1, got {chunk_size} and {batch_size}")
+        if self._dirty:
+            raise InputError("has unsaved changes; save() them before storing re-ranker vectors", self.path)
+        reranker = load_cross_encoder(model_name, max_length=max_length)
+        if not isinstance(reranker, BiEncoderReranker):
+            raise InputError(
+                "is a cross-encoder: it reads the query and the document together, so nothing can be computed at "
+                "index time (only an embedding model's document vectors can be stored)", model_name,
+            )
+        stored = stored_model_name(model_name)
+        meta = {
+            "model": stored, "dimension": embedding_dim(reranker.model), "fingerprint": np.round(reranker.fingerprint(), 6).tolist(),
+            "document_prompt": reranker.document_prompt, "max_length": reranker.document_max_length,
+        }
+        digest = hashlib.sha256(json.dumps([stored, meta["document_prompt"], meta["max_length"]]).encode()).hexdigest()[:10]
+        name = f"{re.sub(r'[^A-Za-z0-9._-]+', '-', Path(stored).name).strip('.-')[:48] or 'model'}-{digest}"
+        self._hold()
+        try:
+            keys, vectors = self._rerank.get(name, (np.zeros(0, np.int64), np.zeros((0, meta["dimension"]), np.float32)))
+            if name in self._rerank and self._rerank_match(name, reranker) is None:
+                logger.warning("%s: the stored vectors of %s are another model's (its directory changed); encoding them again", self.path, stored)
+                keys, vectors = keys[:0], np.zeros((0, meta["dimension"]), np.float32)
+            todo = np.flatnonzero(~np.isin(self._keys, keys))
+            show = sys.stderr.isatty() if show_progress is None else show_progress
+            with tqdm(total=len(self._keys), initial=len(self._keys) - len(todo), disable=not show, desc="re-ranker vectors", unit="doc") as bar:
+                for start in range(0, max(len(todo), 1 if name not in self._rerank else 0), chunk_size):
+                    rows = todo[start : start + chunk_size]
+                    fresh = reranker.encode_documents([self._texts[r] for r in rows], batch_size)
+                    keys = np.concatenate([keys, self._keys[rows]])
+                    order = np.argsort(keys, kind="stable")
+                    keys, vectors = keys[order], np.concatenate([np.asarray(vectors), fresh])[order]
+                    self._rerank[name] = (keys, vectors)
+                    self.manifest["rerank_vectors"] = {**(self.manifest.get("rerank_vectors") or {}), name: meta}
+                    self._save_locked()
+                    bar.update(len(rows))
+        finally:
+            self._release()
+        return len(todo)
+
+    def _rerank_match(self, name: str, reranker: BiEncoderReranker) -> str | None:
+        """``name`` if its stored vectors are ``reranker``'s (same document prompt, length and weights), else None."""
+        meta = (self.manifest.get("rerank_vectors") or {}).get(name) or {}
+        if meta.get("max_length") != reranker.document_max_length or meta.get("document_prompt") != reranker.document_prompt:
+            return None
+        stored = np.asarray(meta.get("fingerprint"), dtype=np.float32)
+        mine = reranker.fingerprint()
+        if stored.shape != mine.shape or float(np.sum(stored * mine, axis=1).min()) < FINGERPRINT_MIN_COSINE:
+            return None
+        return name
+
+    def stored_reranker(self, reranker: Any) -> Any:
+        """``reranker`` over the document vectors stored for it (:meth:`store_rerank_vectors`), or
+        ``reranker`` unchanged: a cross-encoder, or an embedding model with none stored here."""
+        if not isinstance(reranker, BiEncoderReranker):
+            return reranker
+        name = next((n for n in self._rerank if self._rerank_match(n, reranker)), None)
+        if name is None:
+            return reranker
+        keys, vectors = self._rerank[name]
+
+        def lookup(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            want = self._keys[rows]
+            pos = np.minimum(np.searchsorted(keys, want), max(len(keys) - 1, 0))
+            found = (keys[pos] == want) if len(keys) else np.zeros(len(want), dtype=bool)
+            out = np.zeros((len(want), vectors.shape[1]), dtype=np.float32)
+            out[found] = vectors[pos[found]]
+            return out, found
+
+        return StoredVectorsReranker(reranker, lookup)
 
     # ------------------------------------------------------------ queries
 

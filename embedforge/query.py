@@ -266,7 +266,9 @@ def search_collection(
     (:func:`embedforge.rerank.model.rerank_candidates`). ``rerank_top`` is the older name of
     ``rerank_depth``, used when ``rerank_depth`` is None. ``rerank`` may be a list of scorers, and
     ``rerank_weights`` (the first stage's, then one per scorer) fuses their scores with the first
-    stage's instead of replacing it (min-max score fusion over the re-scored candidates).
+    stage's instead of replacing it (min-max score fusion over the re-scored candidates). An
+    embedding model as re-ranker uses the document vectors the collection stored for it, if any
+    (``collection.stored_reranker``), and encodes only the queries.
     """
     if isinstance(queries, str):
         raise InputError("search() takes a list of queries, not a single string; wrap it in a list")
@@ -283,6 +285,9 @@ def search_collection(
         return []
     if rerank is not None:
         rerank = [r if hasattr(r, "predict") else load_cross_encoder(r) for r in (rerank if isinstance(rerank, list | tuple) else [rerank])]
+        stored = getattr(collection, "stored_reranker", None)  # a collection that stored a bi-encoder re-ranker's document vectors
+        if stored is not None:
+            rerank = [stored(r) for r in rerank]
     rerank_depth = rerank_top if rerank_depth is None else rerank_depth
     if rerank is not None and (int(rerank_depth) != rerank_depth or rerank_depth < 1):
         raise InputError(f"the re-rank depth must be a positive integer, got {rerank_depth}")

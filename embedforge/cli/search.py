@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     p = subparsers.add_parser("index", help="embed a corpus into a collection on disk (resumable)")
     p.add_argument("--model", required=True, help="'minilm', a model directory or a hub id")
-    what = p.add_mutually_exclusive_group(required=True)
+    what = p.add_mutually_exclusive_group()
     what.add_argument("--input", help="corpus: .txt/.jsonl/.csv/.tsv/.parquet or a BEIR folder / corpus.jsonl")
     what.add_argument("--images", metavar="FOLDER", help="a folder of png / jpg / webp images (needs a CLIP model as --model)")
     p.add_argument("--collection", required=True, help="collection directory (created, or added to)")
@@ -35,6 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="encode with this many worker processes (for many-core machines; default 1)")
     p.add_argument("--limit", type=int, help="index only the first N documents (smoke tests)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--rerank-vectors", metavar="MODEL", action="append",
+                   help="also store every document's vector for this embedding model used as a re-ranker (search --rerank "
+                        "MODEL then encodes only the query); repeatable; without --input, for the collection as it is")
     p.set_defaults(func=cmd_index)
 
     p = subparsers.add_parser("search", help="query a collection: a queries file to a TREC run, or one --query")
@@ -88,16 +91,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def cmd_index(args: argparse.Namespace) -> int:
     from embedforge.cli.images import cmd_index_images, refuse_texts_into_images
     from embedforge.ingest import index_corpus
+    from embedforge.models import load_model
 
     if args.images is not None:
+        if args.rerank_vectors:
+            raise InputError("--rerank-vectors stores text re-rankers' vectors; an image collection has none")
         return cmd_index_images(args)
+    if args.input is None and not args.rerank_vectors:
+        raise InputError("index needs --input (a corpus) or --images (a folder), or --rerank-vectors MODEL for a collection")
     refuse_texts_into_images(args.collection)
-    coll = index_corpus(
-        args.collection, args.model, args.input, limit=args.limit, index_spec=args.index, query_prefix=args.query_prefix,
-        document_prefix=args.document_prefix, upsert=args.upsert, batch_size=args.batch_size,
-        chunk_size=args.chunk_size, show_progress=not args.no_progress and sys.stderr.isatty(), processes=args.processes,
-    )
-    print(f"indexed {args.input} into {args.collection} ({len(coll)} documents in all, index {coll.manifest['index']})")
+    progress = not args.no_progress and sys.stderr.isatty()
+    if args.input is not None:
+        coll = index_corpus(
+            args.collection, args.model, args.input, limit=args.limit, index_spec=args.index, query_prefix=args.query_prefix,
+            document_prefix=args.document_prefix, upsert=args.upsert, batch_size=args.batch_size,
+            chunk_size=args.chunk_size, show_progress=progress, processes=args.processes,
+        )
+        print(f"indexed {args.input} into {args.collection} ({len(coll)} documents in all, index {coll.manifest['index']})")
+    else:
+        from embedforge.collection import Collection
+
+        coll = Collection.open(args.collection)
+        coll.model(load_model(args.model))  # the collection's own model, or a clear error: --model names it, as when indexing
+    for name in args.rerank_vectors or []:
+        done = coll.store_rerank_vectors(name, batch_size=args.batch_size, chunk_size=args.chunk_size, show_progress=progress)
+        print(f"stored {name}'s vectors for re-ranking ({done} documents encoded, {len(coll) - done} already stored); "
+              f"search --rerank {name} now encodes only the query")
     return 0
 
 

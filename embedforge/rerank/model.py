@@ -31,6 +31,7 @@ __all__ = [
     "DEFAULT_RERANK_DEPTH",
     "MANIFEST_NAME",
     "BiEncoderReranker",
+    "StoredVectorsReranker",
     "cap_max_length",
     "is_embedding_model_dir",
     "load_cross_encoder",
@@ -46,6 +47,7 @@ MANIFEST_NAME = "embedforge_reranker.json"  # what ``embedforge train-reranker``
 DEFAULT_RERANK_DEPTH = 30  # first-stage candidates re-scored per query (CPU time grows linearly with it)
 PROGRESS_MIN_PAIRS = 2000  # re-scoring at least this many pairs shows a progress bar (on a terminal)
 PROGRESS_CHUNK = 512  # pairs per predict call while a progress bar is shown
+FINGERPRINT_TEXTS = ("embedforge re-rank fingerprint", "A cat sat on the mat; the sun was warm.")  # see BiEncoderReranker.fingerprint
 
 
 def cap_max_length(model_dir: str | os.PathLike[str], max_length: int | None) -> int | None:
@@ -75,9 +77,12 @@ class BiEncoderReranker:
     ``passage: ``) when it defines them. Measured (bench/rerank_scifact.py): multilingual-e5-small
     re-scoring the hybrid top N helps off-domain (msmarco-5k +0.019, dbpedia-5k +0.062 nDCG@10) and
     not on SciFact. It has the ``predict`` of a CrossEncoder, so every caller of :func:`pair_scores`
-    (search, /v1/search, /v1/rerank) takes it unchanged. Cost: the candidates are encoded at query time
-    (nothing is stored at index time), measured at 2.55 s per query for e5-small and 8.79 s for
-    all-mpnet-base-v2 at depth 30 on SciFact abstracts, 2 CPU cores (bench/rerank_bi_cost.py).
+    (search, /v1/search, /v1/rerank) takes it unchanged. Cost: here the candidates are encoded at
+    query time, measured at 2.55 s per query for e5-small and 8.79 s for all-mpnet-base-v2 at depth 30
+    on SciFact abstracts, 2 CPU cores (bench/rerank_bi_cost.py). A collection can store its documents'
+    vectors for this model at index time (:meth:`embedforge.collection.Collection.store_rerank_vectors`,
+    ``embedforge index --rerank-vectors``); searching it then costs one query encoding
+    (:class:`StoredVectorsReranker`).
     """
 
     method = "bi-encoder-reranker"  # what /v1/rerank reports
@@ -88,20 +93,80 @@ class BiEncoderReranker:
         prompts = getattr(model, "prompts", None) or {}
         self.query_prompt = prompts.get("query")
         self.document_prompt = prompts.get("document", prompts.get("passage"))
+        self._fingerprint: np.ndarray | None = None
 
-    def predict(self, pairs: Sequence[tuple[str, str]], batch_size: int = 32, **_: Any) -> np.ndarray:
+    @property
+    def document_max_length(self) -> int:
+        """Tokens a document is cut to: ``max_length``, else the model's own ``max_seq_length``."""
+        return int(self.max_length or getattr(self.model, "max_seq_length", 0) or 0)
+
+    def encode_queries(self, queries: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        """Unit query vectors (n, dim) float32, with the model's query prompt."""
         from embedforge.encode import encode
 
+        return encode(self.model, list(queries), batch_size=batch_size, prompt=self.query_prompt, show_progress=False)
+
+    def encode_documents(self, docs: Sequence[str], batch_size: int = 32, show_progress: bool = False) -> np.ndarray:
+        """Unit document vectors (n, dim) float32, with the model's document prompt, cut to ``max_length``."""
+        from embedforge.encode import encode
+
+        return encode(self.model, list(docs), batch_size=batch_size, prompt=self.document_prompt,
+                      show_progress=show_progress, max_length=self.max_length)
+
+    def fingerprint(self) -> np.ndarray:
+        """Document vectors of :data:`FINGERPRINT_TEXTS` (2, dim): tells stored vectors of this model from another's."""
+        if self._fingerprint is None:
+            self._fingerprint = self.encode_documents(FINGERPRINT_TEXTS)
+        return self._fingerprint
+
+    def predict(self, pairs: Sequence[tuple[str, str]], batch_size: int = 32, **_: Any) -> np.ndarray:
         queries = list(dict.fromkeys(q for q, _ in pairs))
         docs = list(dict.fromkeys(d for _, d in pairs))
-        qv = encode(self.model, queries, batch_size=batch_size, prompt=self.query_prompt, show_progress=False)
-        dv = encode(self.model, docs, batch_size=batch_size, prompt=self.document_prompt, show_progress=False,
-                    max_length=self.max_length)
+        qv = self.encode_queries(queries, batch_size)
+        dv = self.encode_documents(docs, batch_size)
         qi = {q: i for i, q in enumerate(queries)}
         di = {d: i for i, d in enumerate(docs)}
         rows_q = np.fromiter((qi[q] for q, _ in pairs), dtype=np.int64, count=len(pairs))
         rows_d = np.fromiter((di[d] for _, d in pairs), dtype=np.int64, count=len(pairs))
         return np.einsum("ij,ij->i", qv[rows_q], dv[rows_d]).astype(np.float32)  # (n,) cosines: unit vectors
+
+
+class StoredVectorsReranker:
+    """A :class:`BiEncoderReranker` over documents whose vectors a collection stored at index time.
+
+    ``lookup(rows)`` gives ``(vectors (n, dim), found (n,) bool)`` for collection rows; only the
+    queries are encoded, and any row not stored (added since, without topping the vectors up) is
+    encoded here as :class:`BiEncoderReranker` would. The scores are the same as the wrapped
+    re-ranker's (checked in tests/test_rerank_stored.py); the cost falls from encoding the
+    candidates to encoding the query (bench/rerank_bi_cost.py). :func:`rerank_candidates` calls
+    :meth:`score_rows`; ``predict`` (texts, no rows) is the wrapped re-ranker's.
+    """
+
+    method = BiEncoderReranker.method
+
+    def __init__(self, reranker: BiEncoderReranker, lookup: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]) -> None:
+        self.reranker = reranker
+        self.lookup = lookup
+
+    def predict(self, pairs: Sequence[tuple[str, str]], batch_size: int = 32, **kwargs: Any) -> np.ndarray:
+        return self.reranker.predict(pairs, batch_size=batch_size, **kwargs)
+
+    def score_rows(self, queries: Sequence[str], rows: np.ndarray, text: Callable[[int], str], *, batch_size: int = 32) -> np.ndarray:
+        """Cosine of ``queries[i]`` with collection row ``rows[i]`` -> (n,) float32."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if not len(rows):
+            return np.zeros(0, dtype=np.float32)
+        unique = list(dict.fromkeys(queries))
+        qi = {q: i for i, q in enumerate(unique)}
+        qv = self.reranker.encode_queries(unique, batch_size)[np.fromiter((qi[q] for q in queries), dtype=np.int64, count=len(queries))]
+        dv, found = self.lookup(rows)
+        dv = np.array(dv, dtype=np.float32)
+        if not found.all():
+            missing = np.unique(rows[~found])
+            fresh = self.reranker.encode_documents([text(int(r)) for r in missing], batch_size)
+            at = np.searchsorted(missing, rows[~found])
+            dv[~found] = fresh[at]
+        return np.einsum("ij,ij->i", qv, dv).astype(np.float32)
 
 
 def reranker_method(reranker: Any) -> str:
@@ -214,8 +279,13 @@ def rerank_candidates(
     if not scorers:
         raise InputError("no re-ranker given")
     weights = fusion_weights(weights, len(scorers))
-    pairs = [(q, text(r)) for q, cands in zip(queries, candidates, strict=True) for r, _ in cands[:depth]]
-    scores = [_scores_with_progress(s, pairs, batch_size) for s in scorers]  # each (n_pairs,)
+    pair_queries = [q for q, cands in zip(queries, candidates, strict=True) for _ in cands[:depth]]
+    pair_rows = np.array([r for cands in candidates for r, _ in cands[:depth]], dtype=np.int64)
+    pairs = [(q, text(int(r))) for q, r in zip(pair_queries, pair_rows, strict=True)] if not all(hasattr(s, "score_rows") for s in scorers) else []
+    scores = [  # each (n_pairs,); a scorer over stored document vectors looks them up by row
+        s.score_rows(pair_queries, pair_rows, text, batch_size=batch_size) if hasattr(s, "score_rows") else _scores_with_progress(s, pairs, batch_size)
+        for s in scorers
+    ]
     out: list[list[tuple[int, float]]] = []
     at = 0
     for cands in candidates:
