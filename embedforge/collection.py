@@ -73,6 +73,7 @@ IMAGE_MODALITY = "image"  # manifest "modality" of an image collection, and each
 MANIFEST_KEYS = ("model", "dimension", "fingerprint", "query_prefix", "document_prefix", "index_spec", "index", "count", "next_key", "files", "checksum")
 OURS_WITHOUT_CURRENT = (LOCK_FILE, ".staging", "milvus.db")  # what a directory may hold before its first version
 RERANK_DIR = "rerank"  # a version's stored re-ranker vectors (manifest "rerank_vectors" describes them)
+PROGRESS_STEP = 256  # documents encoded between two progress updates of store_rerank_vectors
 
 
 def _crc_file(path: Path) -> int:
@@ -754,14 +755,17 @@ class Collection:
             with tqdm(total=len(self._keys), initial=len(self._keys) - len(todo), disable=not show, desc="re-ranker vectors", unit="doc") as bar:
                 for start in range(0, max(len(todo), 1 if name not in self._rerank else 0), chunk_size):
                     rows = todo[start : start + chunk_size]
-                    fresh = reranker.encode_documents([self._texts[r] for r in rows], batch_size)
+                    fresh = np.zeros((len(rows), meta["dimension"]), dtype=np.float32)
+                    for at in range(0, len(rows), PROGRESS_STEP):  # the bar moves within a chunk; a chunk is saved at once
+                        part = rows[at : at + PROGRESS_STEP]
+                        fresh[at : at + len(part)] = reranker.encode_documents([self._texts[r] for r in part], batch_size)
+                        bar.update(len(part))
                     keys = np.concatenate([keys, self._keys[rows]])
                     order = np.argsort(keys, kind="stable")
                     keys, vectors = keys[order], np.concatenate([np.asarray(vectors), fresh])[order]
                     self._rerank[name] = (keys, vectors)
                     self.manifest["rerank_vectors"] = {**(self.manifest.get("rerank_vectors") or {}), name: meta}
                     self._save_locked()
-                    bar.update(len(rows))
         finally:
             self._release()
         return len(todo)

@@ -227,12 +227,15 @@ def test_cli_index_stores_vectors_and_search_runs_match(
     # without --input: the collection as it is (nothing left to encode)
     assert main(["index", "--model", str(tiny_model_dir), "--collection", str(stored), "--rerank-vectors", str(second_stage)]) == 0
     assert f"(0 documents encoded, {len(DOCS)} already stored)" in capsys.readouterr().out
-    runs = []
+    runs, notes = [], []
     for coll in (plain, stored):
         out = tmp_path / f"{coll.name}.tsv"
         assert main(["search", "--collection", str(coll), "--queries", str(queries), "--output", str(out), "--top-k", "5",
                      "--rerank", str(second_stage), "--rerank-weights", "0.5,0.5"]) == 0
         runs.append([line.split("\t") for line in out.read_text().splitlines()])
+        notes.append([line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")])
+    assert len(notes[0]) == 1 and "--rerank-vectors" in notes[0][0] and "encodes its 30 candidates" in notes[0][0]
+    assert notes[1] == []  # stored: nothing to say
     assert [r[:3] for r in runs[0]] == [r[:3] for r in runs[1]]
     np.testing.assert_allclose([float(r[3]) for r in runs[0]], [float(r[3]) for r in runs[1]], atol=1e-5)
     capsys.readouterr()

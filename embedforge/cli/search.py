@@ -189,6 +189,19 @@ def _rerank_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _note_unstored(coll: Any, args: argparse.Namespace, kwargs: dict[str, Any]) -> None:
+    """One line per embedding-model re-ranker whose document vectors this collection does not store:
+    each query then encodes its candidates, which ``index --rerank-vectors`` does once instead."""
+    from embedforge.rerank.model import BiEncoderReranker
+
+    loaded = kwargs.get("rerank")
+    for name, reranker in zip(args.rerank or [], loaded if isinstance(loaded, list) else [loaded], strict=False):
+        if isinstance(reranker, BiEncoderReranker) and coll.stored_reranker(reranker) is reranker:
+            print(f"note: {name}'s document vectors are not stored in {args.collection}, so every query encodes its "
+                  f"{kwargs['rerank_top']} candidates with it; store them once with: embedforge index --collection "
+                  f"{args.collection} --model {coll.manifest['model']} --rerank-vectors {name}", file=sys.stderr)
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from embedforge.collection import Collection
 
@@ -200,6 +213,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
         return cmd_search_image(coll, args, write_run)
     kwargs = _search_kwargs(args)
+    _note_unstored(coll, args, kwargs)
     if args.query is not None:
         hits = coll.search([args.query], **kwargs)[0]
         if args.output:
