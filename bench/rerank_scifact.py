@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import CACHE, machine, update_section, write_result  # noqa: E402
+from _common import CACHE, machine, read_result, update_section, write_result  # noqa: E402
 from search_scifact import cached_embeddings, load_beir, to_run  # noqa: E402
 
 from embedforge.evaluate.metrics import ndcg_at_k, ndcg_per_query, paired_bootstrap, recall_at_k  # noqa: E402
@@ -553,7 +553,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=RerankerConfig().seed)
     p.add_argument("--output", default="rerank", help="result name: bench/results/NAME.json")
     p.add_argument("--no-markdown", action="store_true", help="do not update BENCHMARKS.md")
+    p.add_argument("--render", action="store_true",
+                   help="run nothing: write BENCHMARKS.md's section from an earlier run's bench/results/NAME.json (--output NAME)")
     args = p.parse_args(argv)
+    if args.render:
+        earlier = read_result(args.output)
+        if earlier is None:
+            p.error(f"--render: no bench/results/{args.output}.json")
+        update_section("rerank_scifact" if args.output == "rerank" else f"rerank_scifact_{args.output}", markdown(earlier))
+        return 0
     if max(args.depths) > FIRST_K or min(args.depths) < 1:
         p.error(f"depths must be in 1..{FIRST_K}")
     try:
