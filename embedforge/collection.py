@@ -74,6 +74,8 @@ MANIFEST_KEYS = ("model", "dimension", "fingerprint", "query_prefix", "document_
 OURS_WITHOUT_CURRENT = (LOCK_FILE, ".staging", "milvus.db")  # what a directory may hold before its first version
 RERANK_DIR = "rerank"  # a version's stored re-ranker vectors (manifest "rerank_vectors" describes them)
 PROGRESS_STEP = 256  # documents encoded between two progress updates of store_rerank_vectors
+DEFAULT_STORE_CHUNK = 4096  # store_rerank_vectors' smallest default checkpoint ...
+MAX_STORE_CHECKPOINTS = 16  # ... grown so that one run saves the collection at most ~this many times
 
 
 def _crc_file(path: Path) -> int:
@@ -671,9 +673,16 @@ class Collection:
         where = version / RERANK_DIR
         if not isinstance(info, dict):
             raise InputError("corrupt collection manifest (rerank_vectors)", version / "manifest.json")
-        for name, meta in info.items():
+        files = self.manifest.get("files") or {}
+        for name, meta in list(info.items()):
             if not isinstance(name, str) or not RERANK_NAME.fullmatch(name) or not isinstance(meta, dict):
                 raise InputError(f"corrupt collection manifest (rerank_vectors entry {name!r})", version / "manifest.json")
+            if any(f"{RERANK_DIR}/{name}.{part}.npy" not in files for part in ("keys", "vectors")):
+                # an embedforge without stored re-ranker vectors saved this version: it kept the manifest entry, not the files
+                logger.warning("%s: re-ranker vectors %r are listed but were not saved with this version (written by an older "
+                               "embedforge?); ignoring them: store them again with index --rerank-vectors", self.path, name)
+                del info[name]
+                continue
             try:
                 keys = np.load(where / f"{name}.keys.npy")
                 vectors = np.load(where / f"{name}.vectors.npy", mmap_mode="r")
@@ -704,9 +713,10 @@ class Collection:
         self,
         model_name: str,
         *,
+        reranker: BiEncoderReranker | None = None,
         max_length: int | None = None,
         batch_size: int = 32,
-        chunk_size: int = 4096,
+        chunk_size: int | None = None,
         show_progress: bool | None = None,
     ) -> int:
         """Store every document's vector for the embedding model ``model_name`` used as a re-ranker
@@ -720,23 +730,25 @@ class Collection:
         its finished chunks and a second call does the rest, and a call after adding documents
         encodes just those. A document added and not yet stored is encoded at search time.
         Deleted documents' vectors go with the next save. Returns the number of documents encoded.
+
+        Each checkpoint rewrites the whole collection (a version is complete on its own), so the
+        default ``chunk_size`` grows with the work: 4096 documents, or a 16th of those to encode
+        when that is more — at most ~17 rewrites however large the collection; an interruption
+        loses at most one chunk. ``reranker``: the model already loaded
+        (:func:`embedforge.rerank.model.load_bi_encoder_reranker` of ``model_name``, ``max_length``).
         """
         from tqdm.auto import tqdm
 
-        from embedforge.rerank.model import load_cross_encoder
+        from embedforge.rerank.model import load_bi_encoder_reranker
 
         if self.manifest.get("modality") == IMAGE_MODALITY:
             raise InputError("is an image collection; re-ranker vectors are stored for texts", self.path)
-        if chunk_size < 1 or batch_size < 1:
+        if (chunk_size is not None and chunk_size < 1) or batch_size < 1:
             raise InputError(f"chunk_size and batch_size must be >= 1, got {chunk_size} and {batch_size}")
         if self._dirty:
             raise InputError("has unsaved changes; save() them before storing re-ranker vectors", self.path)
-        reranker = load_cross_encoder(model_name, max_length=max_length)
-        if not isinstance(reranker, BiEncoderReranker):
-            raise InputError(
-                "is a cross-encoder: it reads the query and the document together, so nothing can be computed at "
-                "index time (only an embedding model's document vectors can be stored)", model_name,
-            )
+        if reranker is None:
+            reranker = load_bi_encoder_reranker(model_name, max_length=max_length)
         stored = stored_model_name(model_name)
         meta = {
             "model": stored, "dimension": embedding_dim(reranker.model), "fingerprint": np.round(reranker.fingerprint(), 6).tolist(),
@@ -751,10 +763,11 @@ class Collection:
                 logger.warning("%s: the stored vectors of %s are another model's (its directory changed); encoding them again", self.path, stored)
                 keys, vectors = keys[:0], np.zeros((0, meta["dimension"]), np.float32)
             todo = np.flatnonzero(~np.isin(self._keys, keys))
+            chunk = chunk_size or max(DEFAULT_STORE_CHUNK, -(-len(todo) // MAX_STORE_CHECKPOINTS))
             show = sys.stderr.isatty() if show_progress is None else show_progress
             with tqdm(total=len(self._keys), initial=len(self._keys) - len(todo), disable=not show, desc="re-ranker vectors", unit="doc") as bar:
-                for start in range(0, max(len(todo), 1 if name not in self._rerank else 0), chunk_size):
-                    rows = todo[start : start + chunk_size]
+                for start in range(0, max(len(todo), 1 if name not in self._rerank else 0), chunk):
+                    rows = todo[start : start + chunk]
                     fresh = np.zeros((len(rows), meta["dimension"]), dtype=np.float32)
                     for at in range(0, len(rows), PROGRESS_STEP):  # the bar moves within a chunk; a chunk is saved at once
                         part = rows[at : at + PROGRESS_STEP]
@@ -763,9 +776,18 @@ class Collection:
                     keys = np.concatenate([keys, self._keys[rows]])
                     order = np.argsort(keys, kind="stable")
                     keys, vectors = keys[order], np.concatenate([np.asarray(vectors), fresh])[order]
+                    before = (dict(self._rerank), self.manifest.get("rerank_vectors"))
                     self._rerank[name] = (keys, vectors)
                     self.manifest["rerank_vectors"] = {**(self.manifest.get("rerank_vectors") or {}), name: meta}
-                    self._save_locked()
+                    try:
+                        self._save_locked()
+                    except BaseException:  # not saved (disk full, interrupted): memory stays what is on disk
+                        self._rerank = before[0]
+                        if before[1] is None:
+                            self.manifest.pop("rerank_vectors", None)
+                        else:
+                            self.manifest["rerank_vectors"] = before[1]
+                        raise
         finally:
             self._release()
         return len(todo)

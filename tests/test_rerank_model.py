@@ -69,7 +69,7 @@ def test_the_scorer_takes_the_last_output(two_output_dir: Path) -> None:
     assert scores.shape == (len(DOCS),) and scores.dtype == np.float32
     np.testing.assert_allclose(scores, last_logits(two_output_dir, pairs), atol=1e-5)
     assert pair_scores(ce, []).shape == (0,)
-    with pytest.raises(InputError, match="cross-encoder directory"):
+    with pytest.raises(InputError, match="neither a cross-encoder nor an embedding model directory"):
         load_cross_encoder(two_output_dir / "missing")
 
 

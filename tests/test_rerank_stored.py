@@ -189,7 +189,7 @@ def test_bad_calls_say_why_and_change_nothing(tmp_path: Path, tiny_model_dir: Pa
     cross = build_tiny_bert(tmp_path / "ce", num_labels=1)
     with pytest.raises(InputError, match="is a cross-encoder"):
         coll.store_rerank_vectors(str(cross))
-    with pytest.raises(InputError, match="cross-encoder directory"):
+    with pytest.raises(InputError, match="neither a cross-encoder nor an embedding model directory"):
         coll.store_rerank_vectors(str(tmp_path / "missing"))
     coll.add(MORE)
     with pytest.raises(InputError, match="unsaved changes"):
@@ -261,3 +261,171 @@ def test_the_server_search_uses_them_with_the_same_scores(
     assert method == "bi-encoder-reranker"
     for got in (cli, search, rerank):
         np.testing.assert_allclose([got[i] for i in ids], expected, atol=1e-5)
+    # /v1/search reads the stored vectors: not one candidate is encoded while it answers
+    assert not served_search_encodes(coll.path, tiny_model_dir, tiny_model, second_stage) & {d["text"] for d in SERVED}
+
+
+def served_search_encodes(coll: Path, tiny_model_dir: Path, tiny_model: Any, reranker: Path, **config: Any) -> set[str]:
+    """The document texts the re-ranker encodes while the server answers one /v1/search with rerank."""
+    import httpx
+    from test_rerank_model import QUERY
+
+    from embedforge.serve import ServeConfig, create_app
+    from embedforge.serve.server import running_server
+
+    encoded: list[str] = []
+    real = BiEncoderReranker.encode_documents
+
+    def recording(self: BiEncoderReranker, docs: Any, batch_size: int = 32, show_progress: bool = False) -> np.ndarray:
+        encoded.extend(docs)
+        return real(self, docs, batch_size, show_progress)
+
+    served = ServeConfig(model=str(tiny_model_dir), collection=str(coll), reranker=str(reranker), **config)
+    with running_server(create_app(served, model=tiny_model)) as url, httpx.Client(base_url=url, timeout=60) as client:
+        BiEncoderReranker.encode_documents = recording  # type: ignore[method-assign]
+        try:
+            searched = client.post("/v1/search", json={"query": QUERY, "top_k": 5, "rerank": True})
+        finally:
+            BiEncoderReranker.encode_documents = real  # type: ignore[method-assign]
+    assert searched.status_code == 200, searched.text
+    return set(encoded)
+
+
+def test_the_server_uses_vectors_stored_at_its_rerank_max_length(
+    tmp_path: Path, tiny_model_dir: Path, tiny_model: Any, second_stage: Path
+) -> None:
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    coll = make_collection(tmp_path / "c", tiny_model_dir, tiny_model)
+    coll.store_rerank_vectors(str(second_stage), max_length=16)
+    texts = {d["text"] for d in DOCS}
+    assert served_search_encodes(coll.path, tiny_model_dir, tiny_model, second_stage) & texts  # own length: not these
+    assert not served_search_encodes(coll.path, tiny_model_dir, tiny_model, second_stage, rerank_max_length=16) & texts
+
+
+def test_vectors_listed_but_not_saved_by_an_older_embedforge_are_ignored_not_fatal(
+    tmp_path: Path, tiny_model_dir: Path, tiny_model: Any, second_stage: Path
+) -> None:
+    """An embedforge without stored re-ranker vectors keeps the manifest entry on save, not the files:
+    the collection still opens and searches; the entry is ignored and the vectors can be stored again."""
+    from embedforge.collection import manifest_checksum
+    from embedforge.io import write_json
+
+    coll = make_collection(tmp_path / "c", tiny_model_dir, tiny_model)
+    coll.store_rerank_vectors(str(second_stage))
+    opened = Collection.open(coll.path)
+    version, manifest = opened._version_dir, opened.manifest
+    assert version is not None
+    shutil.rmtree(version / "rerank")  # what the older code's save leaves: the entry, no files
+    manifest["files"] = {k: v for k, v in manifest["files"].items() if not k.startswith("rerank/")}
+    manifest["checksum"] = manifest_checksum(manifest)
+    write_json(version / "manifest.json", manifest)
+    reopened = Collection.open(coll.path)
+    counting = Counting(second_stage)
+    assert not isinstance(reopened.stored_reranker(counting), StoredVectorsReranker)
+    assert_same(scores(reopened, counting), scores(make_collection(tmp_path / "ref", tiny_model_dir, tiny_model), Counting(second_stage)))
+    assert reopened.store_rerank_vectors(str(second_stage)) == len(DOCS)
+    assert isinstance(Collection.open(coll.path).stored_reranker(Counting(second_stage)), StoredVectorsReranker)
+
+
+def test_a_failed_save_leaves_memory_as_on_disk_and_a_retry_does_the_work(
+    tmp_path: Path, tiny_model_dir: Path, tiny_model: Any, second_stage: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    coll = make_collection(tmp_path / "c", tiny_model_dir, tiny_model)
+    before = (coll.path / "CURRENT").read_text()
+
+    def disk_full(self: Collection) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Collection, "_save_locked", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        coll.store_rerank_vectors(str(second_stage))
+    monkeypatch.undo()
+    assert (coll.path / "CURRENT").read_text() == before
+    assert "rerank_vectors" not in coll.manifest
+    assert not isinstance(coll.stored_reranker(Counting(second_stage)), StoredVectorsReranker)
+    assert coll.store_rerank_vectors(str(second_stage)) == len(DOCS)  # the retry in the same process: all of it
+    # and the lock was released after the failure: another handle can write
+    other = Collection.open(coll.path)
+    other.add(MORE)
+    other.save()
+
+
+def test_a_changed_text_after_upsert_is_encoded_again(tmp_path: Path, tiny_model_dir: Path, tiny_model: Any, second_stage: Path) -> None:
+    coll = make_collection(tmp_path / "c", tiny_model_dir, tiny_model)
+    coll.store_rerank_vectors(str(second_stage))
+    changed = [{"id": "d0", "text": "a mouse hides under the stove"}]
+    coll.upsert(changed)
+    coll.save()
+    counting = Counting(second_stage)
+    want = [changed[0] if d["id"] == "d0" else d for d in DOCS]
+    assert_same(scores(coll, counting), scores(make_collection(tmp_path / "ref", tiny_model_dir, tiny_model, want), Counting(second_stage)))
+    assert changed[0]["text"] in counting.encoded  # its old vector was not used
+
+
+def test_another_length_is_not_matched_and_a_mixed_list_fuses_right(
+    tmp_path: Path, tiny_model_dir: Path, tiny_model: Any, second_stage: Path
+) -> None:
+    from conftest import build_tiny_bert
+
+    coll = make_collection(tmp_path / "c", tiny_model_dir, tiny_model)
+    coll.store_rerank_vectors(str(second_stage), max_length=16)
+    assert next(iter(Collection.open(coll.path).manifest["rerank_vectors"].values()))["max_length"] == 16
+    assert not isinstance(coll.stored_reranker(Counting(second_stage)), StoredVectorsReranker)  # 64 tokens: not these
+    short = load_cross_encoder(second_stage, max_length=16)
+    assert isinstance(coll.stored_reranker(short), StoredVectorsReranker)
+    # a cross-encoder beside the stored bi-encoder: same fused scores as with nothing stored
+    cross = load_cross_encoder(build_tiny_bert(tmp_path / "ce", num_labels=1))
+    plain = make_collection(tmp_path / "plain", tiny_model_dir, tiny_model)
+    assert_same(scores(coll, [short, cross], rerank_weights=[0.2, 0.5, 0.3]),
+                scores(plain, [load_cross_encoder(second_stage, max_length=16), cross], rerank_weights=[0.2, 0.5, 0.3]))
+
+
+def test_an_empty_collection_stores_nothing_and_searches(tmp_path: Path, tiny_model_dir: Path, tiny_model: Any, second_stage: Path) -> None:
+    coll = Collection.create(tmp_path / "c", str(tiny_model_dir), model=tiny_model, index_spec="exact")
+    coll.save()
+    assert coll.store_rerank_vectors(str(second_stage)) == 0
+    reopened = Collection.open(coll.path)
+    assert next(iter(reopened.manifest["rerank_vectors"].values()))["count"] == 0
+    with pytest.raises(InputError, match="the collection is empty"):  # as without stored vectors
+        reopened.search(QUERIES, top_k=3, mode="dense", rerank=Counting(second_stage))
+    reopened.add(DOCS)
+    reopened.save()
+    assert reopened.store_rerank_vectors(str(second_stage)) == len(DOCS)
+
+
+def test_cli_refuses_bad_rerank_vectors_before_indexing(
+    tmp_path: Path, tiny_model_dir: Path, second_stage: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from conftest import build_tiny_bert
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": d["id"], "text": d["text"]}) + "\n" for d in DOCS))
+    cross = build_tiny_bert(tmp_path / "ce", num_labels=1)
+    coll = tmp_path / "coll"
+    for bad, says in ((str(cross), "is a cross-encoder"), (str(tmp_path / "typo"), "neither a cross-encoder nor an embedding model")):
+        assert main(["index", "--model", str(tiny_model_dir), "--input", str(corpus), "--collection", str(coll),
+                     "--no-progress", "--rerank-vectors", bad]) == 2
+        err = capsys.readouterr().err
+        assert f"--rerank-vectors {bad}" in err and says in err
+        assert not coll.exists()  # refused before anything was indexed
+    images = tmp_path / "images"
+    images.mkdir()
+    assert main(["index", "--model", str(tiny_model_dir), "--images", str(images), "--collection", str(coll),
+                 "--rerank-vectors", str(second_stage)]) == 2
+    assert "image collection has none" in capsys.readouterr().err
+    assert main(["index", "--model", str(tiny_model_dir), "--input", str(corpus), "--collection", str(coll), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["index", "--model", str(tiny_model_dir), "--collection", str(coll), "--rerank-vectors", str(second_stage),
+                 "--upsert", "--limit", "3"]) == 2
+    assert "--upsert, --limit apply to indexing --input" in capsys.readouterr().err
+    assert "rerank_vectors" not in Collection.open(coll).manifest
+    # with a length: stored at it, and search uses them only at the same length
+    assert main(["index", "--model", str(tiny_model_dir), "--collection", str(coll), "--rerank-vectors", str(second_stage),
+                 "--rerank-max-length", "16"]) == 0
+    assert "--rerank-max-length 16 now encodes only the query" in capsys.readouterr().out
+    for extra, noted in (([], True), (["--rerank-max-length", "16"], False)):
+        assert main(["search", "--collection", str(coll), "--query", "baking bread", "--rerank", str(second_stage), *extra]) == 0
+        assert any(line.startswith("note:") for line in capsys.readouterr().err.splitlines()) is noted

@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--document-prefix", default="", help="prepended to every document (e.g. 'passage: ')")
     p.add_argument("--upsert", action="store_true", help="replace documents whose id is already in the collection")
     p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
-    p.add_argument("--chunk-size", type=int, default=4096, help="documents per checkpoint (resume granularity)")
+    p.add_argument("--chunk-size", type=int, default=4096, help="documents per checkpoint when indexing --input (resume "
+                   "granularity); --rerank-vectors checkpoints grow with the collection (at most ~17 saves)")
     p.add_argument("--processes", type=int, default=1,
                    help="encode with this many worker processes (for many-core machines; default 1)")
     p.add_argument("--limit", type=int, help="index only the first N documents (smoke tests)")
@@ -38,6 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--rerank-vectors", metavar="MODEL", action="append",
                    help="also store every document's vector for this embedding model used as a re-ranker (search --rerank "
                         "MODEL then encodes only the query); repeatable; without --input, for the collection as it is")
+    p.add_argument("--rerank-max-length", type=int, metavar="N",
+                   help="tokens per document for --rerank-vectors (default: the model's own limit); search --rerank "
+                        "uses the stored vectors only with the same --rerank-max-length")
     p.set_defaults(func=cmd_index)
 
     p = subparsers.add_parser("search", help="query a collection: a queries file to a TREC run, or one --query")
@@ -59,6 +63,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help=f"first-stage candidates re-scored per query: exactly N, whatever --top-k; the rest keep the "
                         f"first stage's order below them (default {DEFAULT_RERANK_DEPTH})")
     p.add_argument("--rerank-top", type=int, metavar="N", default=None, help="deprecated: the old name of --rerank-depth")
+    p.add_argument("--rerank-max-length", type=int, metavar="N",
+                   help="max tokens each --rerank model reads (a cross-encoder: query + document; an embedding model: "
+                        "each text); default: the model's own limit")
     p.add_argument("--where", help='metadata filter as JSON, e.g. \'{"lang": "en", "year": {"$gte": 2020}}\'')
     p.add_argument("--limit", type=int, help="search only the first N queries (smoke tests)")
     p.set_defaults(func=cmd_search)
@@ -99,8 +106,19 @@ def cmd_index(args: argparse.Namespace) -> int:
         return cmd_index_images(args)
     if args.input is None and not args.rerank_vectors:
         raise InputError("index needs --input (a corpus) or --images (a folder), or --rerank-vectors MODEL for a collection")
+    if args.input is None:
+        ignored = [flag for flag, on in (("--upsert", args.upsert), ("--limit", args.limit is not None),
+                                         ("--processes", args.processes != 1), ("--index", args.index != "auto"),
+                                         ("--query-prefix", bool(args.query_prefix)), ("--document-prefix", bool(args.document_prefix)))
+                   if on]
+        if ignored:
+            raise InputError(f"{', '.join(ignored)} apply to indexing --input; without --input, index only stores "
+                             "--rerank-vectors for the collection as it is")
+    if args.rerank_max_length is not None and args.rerank_max_length < 1:
+        raise InputError(f"--rerank-max-length must be >= 1, got {args.rerank_max_length}")
     refuse_texts_into_images(args.collection)
     progress = not args.no_progress and sys.stderr.isatty()
+    rerankers = _rerank_encoders(args)  # before indexing: a typo or a cross-encoder fails now, not after hours
     if args.input is not None:
         coll = index_corpus(
             args.collection, args.model, args.input, limit=args.limit, index_spec=args.index, query_prefix=args.query_prefix,
@@ -113,11 +131,26 @@ def cmd_index(args: argparse.Namespace) -> int:
 
         coll = Collection.open(args.collection)
         coll.model(load_model(args.model))  # the collection's own model, or a clear error: --model names it, as when indexing
-    for name in args.rerank_vectors or []:
-        done = coll.store_rerank_vectors(name, batch_size=args.batch_size, chunk_size=args.chunk_size, show_progress=progress)
+    for name, reranker in rerankers:
+        done = coll.store_rerank_vectors(name, reranker=reranker, batch_size=args.batch_size, show_progress=progress)
+        length = f" --rerank-max-length {args.rerank_max_length}" if args.rerank_max_length is not None else ""
         print(f"stored {name}'s vectors for re-ranking ({done} documents encoded, {len(coll) - done} already stored); "
-              f"search --rerank {name} now encodes only the query")
+              f"search --rerank {name}{length} now encodes only the query")
     return 0
+
+
+def _rerank_encoders(args: argparse.Namespace) -> list[tuple[str, Any]]:
+    """``index --rerank-vectors``: each model loaded as a re-ranker whose document vectors can be
+    stored, or an InputError that names it (a missing directory, a cross-encoder)."""
+    from embedforge.rerank.model import load_bi_encoder_reranker
+
+    out = []
+    for name in args.rerank_vectors or []:
+        try:
+            out.append((name, load_bi_encoder_reranker(name, max_length=args.rerank_max_length)))
+        except InputError as err:
+            raise InputError(f"--rerank-vectors {name}: {err}") from None
+    return out
 
 
 def read_queries(path: str | Path) -> list[tuple[str, str]]:
@@ -175,7 +208,9 @@ def _rerank_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     weights = weights_from_flags(args.rerank_weights, len(args.rerank or []), "--rerank")  # checked before any model loads
     if not args.rerank:
         return {}
-    rerank = [load_cross_encoder(d) for d in args.rerank]
+    if args.rerank_max_length is not None and args.rerank_max_length < 1:
+        raise InputError(f"--rerank-max-length must be >= 1, got {args.rerank_max_length}")
+    rerank = [load_cross_encoder(d, max_length=args.rerank_max_length) for d in args.rerank]
     for i, d in enumerate(args.rerank):
         reason = not_recommended_reason(d)
         if reason and weights is None:
@@ -199,7 +234,8 @@ def _note_unstored(coll: Any, args: argparse.Namespace, kwargs: dict[str, Any]) 
         if isinstance(reranker, BiEncoderReranker) and coll.stored_reranker(reranker) is reranker:
             print(f"note: {name}'s document vectors are not stored in {args.collection}, so every query encodes its "
                   f"{kwargs['rerank_top']} candidates with it; store them once with: embedforge index --collection "
-                  f"{args.collection} --model {coll.manifest['model']} --rerank-vectors {name}", file=sys.stderr)
+                  f"{args.collection} --model {coll.manifest['model']} --rerank-vectors {name}"
+                  + (f" --rerank-max-length {args.rerank_max_length}" if args.rerank_max_length is not None else ""), file=sys.stderr)
 
 
 def cmd_search(args: argparse.Namespace) -> int:

@@ -50,6 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="/v1/search with \"rerank\": fuse instead of replace: min-max score fusion of the first stage "
                         "(W0) and each --reranker (W1, W2, ...) over the re-scored candidates, as `embedforge search "
                         "--rerank-weights` (default with one --reranker: its order replaces the first stage's)")
+    p.add_argument("--rerank-max-length", type=int, metavar="N",
+                   help="max tokens each --reranker reads (a cross-encoder: query + document; an embedding model: each "
+                        "text), as `embedforge search --rerank-max-length`; default: the model's own limit")
     p.add_argument("--host", default=_DEFAULTS.host, help="interface to listen on (default: %(default)s, this machine only)")
     p.add_argument("--port", type=int, default=_DEFAULTS.port, help="port (default: %(default)s)")
     p.add_argument(
@@ -164,6 +167,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         more_rerankers=tuple(args.reranker[1:]) if args.reranker else (),
         rerank_depth=args.rerank_depth,
         rerank_weights=_rerank_weights(args),
+        rerank_max_length=args.rerank_max_length,
         host=args.host,
         port=args.port,
         api_keys=tuple(keys),

@@ -34,6 +34,7 @@ __all__ = [
     "StoredVectorsReranker",
     "cap_max_length",
     "is_embedding_model_dir",
+    "load_bi_encoder_reranker",
     "load_cross_encoder",
     "reranker_method",
     "not_recommended_reason",
@@ -187,7 +188,8 @@ def load_cross_encoder(path: str | os.PathLike[str], *, max_length: int | None =
     if str(path) in BUNDLED_MODELS and not p.exists():  # a bundled embedding model by name, e.g. multilingual-e5-small
         p = Path(resolve_model(str(path)))
     if not p.is_dir() or not (p / "config.json").is_file():
-        raise InputError("is not a cross-encoder directory (expected config.json + weights)", p)
+        raise InputError("is neither a cross-encoder nor an embedding model directory (expected config.json + weights), "
+                         f"nor a bundled model name ({', '.join(sorted(BUNDLED_MODELS))})", p)
     if is_embedding_model_dir(p):
         return BiEncoderReranker(load_model(p, device=device), max_length=max_length)
     max_length = cap_max_length(p, max_length)
@@ -196,6 +198,19 @@ def load_cross_encoder(path: str | os.PathLike[str], *, max_length: int | None =
     except Exception as err:
         first = str(err).splitlines()[0] if str(err) else ""
         raise InputError(f"could not load the cross-encoder: {type(err).__name__}: {first}", p) from None
+
+
+def load_bi_encoder_reranker(path: str | os.PathLike[str], *, max_length: int | None = None) -> BiEncoderReranker:
+    """An embedding model as a re-ranker whose document vectors can be stored at index time
+    (``index --rerank-vectors``), or an InputError: a cross-encoder reads the query and the
+    document together, so nothing of it can be computed before the query comes."""
+    reranker = load_cross_encoder(path, max_length=max_length)
+    if not isinstance(reranker, BiEncoderReranker):
+        raise InputError(
+            "is a cross-encoder: it reads the query and the document together, so nothing can be computed at "
+            "index time (only an embedding model's document vectors can be stored)", path,
+        )
+    return reranker
 
 
 def not_recommended_reason(path: str | os.PathLike[str]) -> str | None:

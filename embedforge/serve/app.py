@@ -34,13 +34,13 @@ __all__ = ["create_app", "load_reranker"]
 logger = logging.getLogger(__name__)
 
 
-def load_reranker(path: str) -> CrossEncoder:
+def load_reranker(path: str, max_length: int | None = None) -> CrossEncoder:
     """A sentence-transformers CrossEncoder from a local directory, on CPU (:func:`embedforge.rerank.model.load_cross_encoder`).
 
     One saved as not recommended is logged here; ``embedforge serve`` refuses it unless ``--force-reranker``."""
     from embedforge.rerank.model import load_cross_encoder, not_recommended_reason
 
-    reranker: CrossEncoder = load_cross_encoder(path)
+    reranker: CrossEncoder = load_cross_encoder(path, max_length=max_length)
     reason = not_recommended_reason(path)
     if reason:
         logger.warning("serving a re-ranker that is not recommended (%s): %s", path, reason)
@@ -71,8 +71,8 @@ def create_app(
             coll = open_collection(config.collection)
         ranker = reranker
         if ranker is None and config.reranker:
-            ranker = load_reranker(config.reranker)
-        more = more_rerankers if more_rerankers is not None else [load_reranker(r) for r in config.more_rerankers]
+            ranker = load_reranker(config.reranker, config.rerank_max_length)
+        more = more_rerankers if more_rerankers is not None else [load_reranker(r, config.rerank_max_length) for r in config.more_rerankers]
         service = Service(config, loaded, collection=coll, reranker=ranker, more_rerankers=more, metrics=metrics)
         app.state.service = service
         logger.info("serving %s (dimension %d, batching %s)", service.model_id, service.dimension, config.batching)

@@ -84,6 +84,7 @@ class ServeConfig:
     rerank_depth: int = DEFAULT_RERANK_DEPTH  # /v1/search "rerank": first-stage candidates re-scored per query (search --rerank-depth; its default)
     more_rerankers: tuple[str, ...] = ()  # /v1/search "rerank" only: further second stages fused with the first stage and `reranker` (needs rerank_weights)
     rerank_weights: tuple[float, ...] | None = None  # /v1/search "rerank": min-max fuse (first stage, reranker, *more_rerankers) scores with these weights; none: the re-ranker's order replaces the first stage's
+    rerank_max_length: int | None = None  # max tokens each re-ranker reads (search --rerank-max-length); none: the model's own
     host: str = "127.0.0.1"  # loopback only by default; 0.0.0.0 exposes the server to the network
     port: int = 8000  # the usual port of local model servers
     api_keys: tuple[str, ...] = ()  # accepted Bearer keys for every route but /health; empty: no authentication
@@ -124,6 +125,8 @@ class ServeConfig:
         for name in ("workers", "max_batch_tokens", "max_queue", "max_images", "max_image_bytes", "rerank_depth"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.rerank_max_length is not None and self.rerank_max_length < 1:
+            raise InputError(f"rerank_max_length must be >= 1, got {self.rerank_max_length}")
         if any(not key for key in self.api_keys):
             raise InputError("an API key must not be empty")
         if self.image_root is not None and not self.image_root:
