@@ -75,7 +75,7 @@ OURS_WITHOUT_CURRENT = (LOCK_FILE, ".staging", "milvus.db")  # what a directory 
 RERANK_DIR = "rerank"  # a version's stored re-ranker vectors (manifest "rerank_vectors" describes them)
 PROGRESS_STEP = 256  # documents encoded between two progress updates of store_rerank_vectors
 DEFAULT_STORE_CHUNK = 4096  # store_rerank_vectors' smallest default checkpoint ...
-MAX_STORE_CHECKPOINTS = 16  # ... grown so that one run saves the collection at most ~this many times
+MAX_STORE_CHECKPOINTS = 16  # ... grown so that one run saves the collection at most this many times
 
 
 def _crc_file(path: Path) -> int:
@@ -733,7 +733,7 @@ class Collection:
 
         Each checkpoint rewrites the whole collection (a version is complete on its own), so the
         default ``chunk_size`` grows with the work: 4096 documents, or a 16th of those to encode
-        when that is more — at most ~17 rewrites however large the collection; an interruption
+        when that is more — at most 16 rewrites however large the collection; an interruption
         loses at most one chunk. ``reranker``: the model already loaded
         (:func:`embedforge.rerank.model.load_bi_encoder_reranker` of ``model_name``, ``max_length``).
         """
@@ -779,14 +779,20 @@ class Collection:
                     before = (dict(self._rerank), self.manifest.get("rerank_vectors"))
                     self._rerank[name] = (keys, vectors)
                     self.manifest["rerank_vectors"] = {**(self.manifest.get("rerank_vectors") or {}), name: meta}
+                    current = self._version_dir.name if self._version_dir is not None else None
                     try:
                         self._save_locked()
-                    except BaseException:  # not saved (disk full, interrupted): memory stays what is on disk
-                        self._rerank = before[0]
-                        if before[1] is None:
-                            self.manifest.pop("rerank_vectors", None)
-                        else:
-                            self.manifest["rerank_vectors"] = before[1]
+                    except BaseException:
+                        try:
+                            moved = _read_pointer(self.path) != current  # it failed after CURRENT moved: this chunk is saved
+                        except (InputError, OSError):
+                            moved = False
+                        if not moved:  # not saved (disk full, interrupted): memory stays what is on disk
+                            self._rerank = before[0]
+                            if before[1] is None:
+                                self.manifest.pop("rerank_vectors", None)
+                            else:
+                                self.manifest["rerank_vectors"] = before[1]
                         raise
         finally:
             self._release()

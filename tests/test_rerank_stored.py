@@ -429,3 +429,74 @@ def test_cli_refuses_bad_rerank_vectors_before_indexing(
     for extra, noted in (([], True), (["--rerank-max-length", "16"], False)):
         assert main(["search", "--collection", str(coll), "--query", "baking bread", "--rerank", str(second_stage), *extra]) == 0
         assert any(line.startswith("note:") for line in capsys.readouterr().err.splitlines()) is noted
+
+
+def test_a_second_chunk_that_fails_to_save_keeps_the_first(
+    tmp_path: Path, tiny_model_dir: Path, tiny_model: Any, second_stage: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    coll = make_collection(tmp_path / "c", tiny_model_dir, tiny_model)
+    real = Collection._write_pointer
+    calls = {"n": 0}
+
+    def fails_the_second_time(self: Collection, name: str) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(28, "No space left on device")
+        real(self, name)
+
+    monkeypatch.setattr(Collection, "_write_pointer", fails_the_second_time)
+    with pytest.raises(InputError, match="No space left"):
+        coll.store_rerank_vectors(str(second_stage), chunk_size=3)
+    monkeypatch.undo()
+    on_disk = Collection.open(coll.path)
+    assert next(iter(on_disk.manifest["rerank_vectors"].values()))["count"] == 3
+    assert next(iter(coll.manifest["rerank_vectors"].values()))["count"] == 3  # memory: the first chunk, as on disk
+    assert [len(k) for k, _ in coll._rerank.values()] == [3]
+    assert coll.store_rerank_vectors(str(second_stage), chunk_size=3) == len(DOCS) - 3
+    assert_same(scores(Collection.open(coll.path), Counting(second_stage)),
+                scores(make_collection(tmp_path / "ref", tiny_model_dir, tiny_model), Counting(second_stage)))
+
+
+def test_checkpoints_grow_with_the_work_and_chunk_size_sets_them(
+    tmp_path: Path, tiny_model_dir: Path, tiny_model: Any, second_stage: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import embedforge.collection as collection_module
+
+    many = [{"id": f"m{i}", "text": f"{DOCS[i % len(DOCS)]['text']} number {i}"} for i in range(40)]
+    saves = {"n": 0}
+    real = Collection._save_locked
+
+    def counting(self: Collection) -> None:
+        saves["n"] += 1
+        real(self)
+
+    monkeypatch.setattr(collection_module, "DEFAULT_STORE_CHUNK", 1)  # the rule without its 4096 floor
+    monkeypatch.setattr(Collection, "_save_locked", counting)
+    coll = make_collection(tmp_path / "c", tiny_model_dir, tiny_model, many)
+    saves["n"] = 0
+    assert coll.store_rerank_vectors(str(second_stage)) == 40
+    assert saves["n"] == 14  # chunks of ceil(40 / 16) = 3: at most 16 saves
+    saves["n"] = 0
+    assert main(["index", "--model", str(tiny_model_dir), "--collection", str(tmp_path / "c"), "--rerank-vectors",
+                 str(second_stage), "--rerank-max-length", "16", "--chunk-size", "10", "--no-progress"]) == 0
+    assert saves["n"] == 4 and "(40 documents encoded" in capsys.readouterr().out
+
+
+def test_rerank_max_length_is_capped_and_refused_where_it_does_nothing(
+    tmp_path: Path, tiny_model_dir: Path, tiny_model: Any, second_stage: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from embedforge.serve import ServeConfig
+
+    long = load_cross_encoder(second_stage, max_length=100_000)
+    assert long.document_max_length == 64  # the model's own limit: longer would overrun its position embeddings
+    coll = make_collection(tmp_path / "c", tiny_model_dir, tiny_model, [*DOCS, {"id": "long", "text": "word " * 400}])
+    assert coll.store_rerank_vectors(str(second_stage), max_length=100_000) == len(DOCS) + 1
+    assert next(iter(coll.manifest["rerank_vectors"].values()))["max_length"] == 64
+    assert main(["search", "--collection", str(coll.path), "--query", "bread", "--rerank-max-length", "16"]) == 2
+    assert "without --rerank it does nothing" in capsys.readouterr().err
+    assert main(["index", "--model", str(tiny_model_dir), "--collection", str(coll.path), "--input", str(tmp_path / "x.txt"),
+                 "--rerank-max-length", "16"]) == 2
+    assert "without --rerank-vectors" in capsys.readouterr().err
+    with pytest.raises(InputError, match="rerank_max_length needs a reranker"):
+        ServeConfig(model=str(tiny_model_dir), rerank_max_length=16)

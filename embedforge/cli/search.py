@@ -30,8 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--document-prefix", default="", help="prepended to every document (e.g. 'passage: ')")
     p.add_argument("--upsert", action="store_true", help="replace documents whose id is already in the collection")
     p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
-    p.add_argument("--chunk-size", type=int, default=4096, help="documents per checkpoint when indexing --input (resume "
-                   "granularity); --rerank-vectors checkpoints grow with the collection (at most ~17 saves)")
+    p.add_argument("--chunk-size", type=int, help="documents per checkpoint (resume granularity; default 4096 when indexing "
+                   "--input or --images; for --rerank-vectors 4096 or a 16th of the documents to encode, whichever is more: at most 16 saves)")
     p.add_argument("--processes", type=int, default=1,
                    help="encode with this many worker processes (for many-core machines; default 1)")
     p.add_argument("--limit", type=int, help="index only the first N documents (smoke tests)")
@@ -40,8 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="also store every document's vector for this embedding model used as a re-ranker (search --rerank "
                         "MODEL then encodes only the query); repeatable; without --input, for the collection as it is")
     p.add_argument("--rerank-max-length", type=int, metavar="N",
-                   help="tokens per document for --rerank-vectors (default: the model's own limit); search --rerank "
-                        "uses the stored vectors only with the same --rerank-max-length")
+                   help="tokens per document for --rerank-vectors, at most the model's own limit (its default); "
+                        "search --rerank uses the stored vectors only with the same --rerank-max-length")
     p.set_defaults(func=cmd_index)
 
     p = subparsers.add_parser("search", help="query a collection: a queries file to a TREC run, or one --query")
@@ -65,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--rerank-top", type=int, metavar="N", default=None, help="deprecated: the old name of --rerank-depth")
     p.add_argument("--rerank-max-length", type=int, metavar="N",
                    help="max tokens each --rerank model reads (a cross-encoder: query + document; an embedding model: "
-                        "each text); default: the model's own limit")
+                        "each document), at most the model's own limit (its default)")
     p.add_argument("--where", help='metadata filter as JSON, e.g. \'{"lang": "en", "year": {"$gte": 2020}}\'')
     p.add_argument("--limit", type=int, help="search only the first N queries (smoke tests)")
     p.set_defaults(func=cmd_search)
@@ -114,8 +114,11 @@ def cmd_index(args: argparse.Namespace) -> int:
         if ignored:
             raise InputError(f"{', '.join(ignored)} apply to indexing --input; without --input, index only stores "
                              "--rerank-vectors for the collection as it is")
-    if args.rerank_max_length is not None and args.rerank_max_length < 1:
-        raise InputError(f"--rerank-max-length must be >= 1, got {args.rerank_max_length}")
+    if args.rerank_max_length is not None and (args.rerank_max_length < 1 or not args.rerank_vectors):
+        raise InputError(f"--rerank-max-length is the length --rerank-vectors stores at (>= 1), got {args.rerank_max_length}"
+                         + ("" if args.rerank_vectors else " without --rerank-vectors"))
+    if args.chunk_size is not None and args.chunk_size < 1:
+        raise InputError(f"--chunk-size must be >= 1, got {args.chunk_size}")
     refuse_texts_into_images(args.collection)
     progress = not args.no_progress and sys.stderr.isatty()
     rerankers = _rerank_encoders(args)  # before indexing: a typo or a cross-encoder fails now, not after hours
@@ -123,7 +126,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         coll = index_corpus(
             args.collection, args.model, args.input, limit=args.limit, index_spec=args.index, query_prefix=args.query_prefix,
             document_prefix=args.document_prefix, upsert=args.upsert, batch_size=args.batch_size,
-            chunk_size=args.chunk_size, show_progress=progress, processes=args.processes,
+            show_progress=progress, processes=args.processes, **({"chunk_size": args.chunk_size} if args.chunk_size else {}),
         )
         print(f"indexed {args.input} into {args.collection} ({len(coll)} documents in all, index {coll.manifest['index']})")
     else:
@@ -132,7 +135,8 @@ def cmd_index(args: argparse.Namespace) -> int:
         coll = Collection.open(args.collection)
         coll.model(load_model(args.model))  # the collection's own model, or a clear error: --model names it, as when indexing
     for name, reranker in rerankers:
-        done = coll.store_rerank_vectors(name, reranker=reranker, batch_size=args.batch_size, show_progress=progress)
+        done = coll.store_rerank_vectors(name, reranker=reranker, batch_size=args.batch_size, chunk_size=args.chunk_size,
+                                         show_progress=progress)
         length = f" --rerank-max-length {args.rerank_max_length}" if args.rerank_max_length is not None else ""
         print(f"stored {name}'s vectors for re-ranking ({done} documents encoded, {len(coll) - done} already stored); "
               f"search --rerank {name}{length} now encodes only the query")
@@ -206,6 +210,8 @@ def _rerank_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     if depth < 1:
         raise InputError(f"--rerank-depth must be >= 1, got {depth}")
     weights = weights_from_flags(args.rerank_weights, len(args.rerank or []), "--rerank")  # checked before any model loads
+    if args.rerank_max_length is not None and not args.rerank:
+        raise InputError("--rerank-max-length is the length each --rerank model reads; without --rerank it does nothing")
     if not args.rerank:
         return {}
     if args.rerank_max_length is not None and args.rerank_max_length < 1:

@@ -52,7 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         "--rerank-weights` (default with one --reranker: its order replaces the first stage's)")
     p.add_argument("--rerank-max-length", type=int, metavar="N",
                    help="max tokens each --reranker reads (a cross-encoder: query + document; an embedding model: each "
-                        "text), as `embedforge search --rerank-max-length`; default: the model's own limit")
+                        "document), at most the model's own limit (its default); as `embedforge search --rerank-max-length`, "
+                        "for /v1/search and /v1/rerank")
     p.add_argument("--host", default=_DEFAULTS.host, help="interface to listen on (default: %(default)s, this machine only)")
     p.add_argument("--port", type=int, default=_DEFAULTS.port, help="port (default: %(default)s)")
     p.add_argument(

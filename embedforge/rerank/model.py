@@ -191,7 +191,9 @@ def load_cross_encoder(path: str | os.PathLike[str], *, max_length: int | None =
         raise InputError("is neither a cross-encoder nor an embedding model directory (expected config.json + weights), "
                          f"nor a bundled model name ({', '.join(sorted(BUNDLED_MODELS))})", p)
     if is_embedding_model_dir(p):
-        return BiEncoderReranker(load_model(p, device=device), max_length=max_length)
+        model = load_model(p, device=device)
+        own = int(getattr(model, "max_seq_length", 0) or 0)  # what the model supports: longer would overrun its positions
+        return BiEncoderReranker(model, max_length=min(max_length, own) if max_length is not None and own else max_length)
     max_length = cap_max_length(p, max_length)
     try:
         return CrossEncoder(str(p), device=device, local_files_only=True, max_length=max_length)

@@ -141,6 +141,8 @@ class ServeConfig:
             raise InputError("more_rerankers need a reranker first (the one /v1/rerank uses)")
         if any(not r for r in self.more_rerankers):
             raise InputError("a re-ranker must not be empty")
+        if self.rerank_max_length is not None and self.reranker is None:
+            raise InputError("rerank_max_length needs a reranker (it is the length the re-rankers read)")
         if self.rerank_weights is not None and self.reranker is None:
             raise InputError("rerank_weights needs a reranker (the first stage's weight, then the re-ranker's)")
         if self.reranker is not None:  # one weight per second stage after the first stage's; several need weights
