@@ -74,7 +74,8 @@ MANIFEST_KEYS = ("model", "dimension", "fingerprint", "query_prefix", "document_
 OURS_WITHOUT_CURRENT = (LOCK_FILE, ".staging", "milvus.db")  # what a directory may hold before its first version
 RERANK_DIR = "rerank"  # a version's stored re-ranker vectors (manifest "rerank_vectors" describes them)
 PROGRESS_STEP = 256  # documents encoded between two progress updates of store_rerank_vectors
-DEFAULT_STORE_CHUNK = 4096  # store_rerank_vectors' smallest default checkpoint ...
+INDEX_CHUNK = 4096  # documents (or images) per checkpoint when indexing (index --chunk-size's default)
+DEFAULT_STORE_CHUNK = INDEX_CHUNK  # store_rerank_vectors' smallest default checkpoint ...
 MAX_STORE_CHECKPOINTS = 16  # ... grown so that one run saves the collection at most this many times
 
 

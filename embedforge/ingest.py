@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from embedforge.collection import Collection, check_new_collection_dir, stored_model_name
+from embedforge.collection import INDEX_CHUNK, Collection, check_new_collection_dir, stored_model_name
 from embedforge.corpus import DocLike, doc_fields
 from embedforge.errors import InputError
 from embedforge.io import write_json
@@ -178,7 +178,7 @@ def _index_locked(
     document_prefix: str = "",
     upsert: bool = False,
     batch_size: int = 32,
-    chunk_size: int = 4096,
+    chunk_size: int = INDEX_CHUNK,
     show_progress: bool = True,
     processes: int = 1,
 ) -> Collection:

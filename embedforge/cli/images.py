@@ -123,13 +123,14 @@ def refuse_texts_into_images(collection: str | Path) -> None:
 
 
 def cmd_index_images(args: argparse.Namespace) -> int:
+    from embedforge.collection import INDEX_CHUNK
     from embedforge.images.collection import ImageIndexConfig, index_images
 
     if args.query_prefix or args.document_prefix:
         raise InputError("--query-prefix and --document-prefix apply to texts, not to --images")
     if args.processes != 1 or args.limit is not None:
         raise InputError("--processes and --limit apply to texts, not to --images")
-    config = ImageIndexConfig(index_spec=args.index, batch_size=args.batch_size, chunk_size=args.chunk_size or 4096, upsert=args.upsert)
+    config = ImageIndexConfig(index_spec=args.index, batch_size=args.batch_size, chunk_size=args.chunk_size or INDEX_CHUNK, upsert=args.upsert)
     coll = index_images(args.collection, args.model, args.images, config=config,
                         show_progress=not args.no_progress and sys.stderr.isatty())
     print(f"indexed the images of {args.images} into {args.collection} ({len(coll)} images in all, index {coll.manifest['index']})")

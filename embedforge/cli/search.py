@@ -97,6 +97,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 def cmd_index(args: argparse.Namespace) -> int:
     from embedforge.cli.images import cmd_index_images, refuse_texts_into_images
+    from embedforge.collection import INDEX_CHUNK
     from embedforge.ingest import index_corpus
     from embedforge.models import load_model
 
@@ -126,7 +127,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         coll = index_corpus(
             args.collection, args.model, args.input, limit=args.limit, index_spec=args.index, query_prefix=args.query_prefix,
             document_prefix=args.document_prefix, upsert=args.upsert, batch_size=args.batch_size,
-            show_progress=progress, processes=args.processes, **({"chunk_size": args.chunk_size} if args.chunk_size else {}),
+            chunk_size=args.chunk_size or INDEX_CHUNK, show_progress=progress, processes=args.processes,
         )
         print(f"indexed {args.input} into {args.collection} ({len(coll)} documents in all, index {coll.manifest['index']})")
     else:
