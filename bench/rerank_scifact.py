@@ -12,6 +12,9 @@ first-stage candidates (``embedforge.rerank.model.rerank_candidates``, the code 
 - ``ce-large``: the same from ``--large-model`` (e.g. an all-mpnet-base-v2 directory), when given;
 - ``bi-large``: ``--large-model`` as a bi-encoder re-scoring the candidates (cosine), when given;
 - ``bi-DIRNAME``: each ``--bi-model`` (repeatable, e.g. multilingual-e5-small and all-mpnet-base-v2) the same way;
+- ``prf-kK-bB``: with ``--prf``, dense Rocchio pseudo-relevance feedback with the first-stage model (no second
+  model): the query vector plus B × the mean of its first K first-stage documents' vectors re-scores the candidates
+  by cosine; K and B picked from ``--prf-k`` × ``--prf-beta`` on the held-out train queries;
 - ``<option>+fused``: w·second + (1 − w)·first stage (both min-max normalised over the N
   candidates), w chosen per depth on the held-out train queries;
 - ``all+fused``: the first stage and every option at once, one weight each (a 0.1 grid on the simplex),
@@ -82,6 +85,7 @@ class Split:
     def __init__(self, name: str, split: str, args: argparse.Namespace, model: Callable[[], Any], limit: int | None) -> None:
         """``model()`` returns the first-stage model; it is called only when the run is not cached. (A loaded
         SentenceTransformer is itself callable, so this takes the loader alone, never the model.)"""
+        self.name, self.split = name, split
         self.ids, self.texts, queries, self.qrels = load_beir(Path(args.data_dir) / "retrieval" / name, split, limit)
         self.qids = sorted(queries)
         self.qtexts = [queries[q] for q in self.qids]
@@ -145,7 +149,7 @@ def second_scores(option: str, scorer: Any, split: Split, depth: int, args: argp
     """Second-stage scores of the top ``depth`` candidates, (n_queries, depth) float32 (NaN padded), and the
     seconds they took; cached in bench/cache under ``identity`` (the scorer) + the candidates, with the
     seconds measured when they were computed."""
-    kind = "bi" if option.startswith("bi-") else "ce"  # the identity names the scorer; the option's label may differ between runs
+    kind = "bi" if vector_option(option) else "ce"  # the identity names the scorer; the option's label may differ between runs
     key = hashlib.sha256(json.dumps([kind, identity, depth, args.max_length, split.qids,
                                      split.rows[:, :depth].tolist()]).encode()).hexdigest()[:16]
     file = CACHE / f"rerank-second-{key}.npz"
@@ -163,7 +167,13 @@ def _second_scores(option: str, scorer: Any, split: Split, depth: int, args: arg
     n = len(split.qids)
     out = np.full((n, depth), np.nan, dtype=np.float32)
     t = time.perf_counter()
-    if option.startswith("bi-"):  # the query-time cost: encode the query (its documents' vectors are made at index time)
+    if option.startswith("prf-"):  # the query-time cost: the feedback query and N dot products (no encoding beyond the first stage's)
+        prf, qvec, dvec = scorer
+        feedback = rocchio_queries(qvec, dvec, split.rows, prf.k, prf.beta)
+        for i in range(n):
+            rows = [int(r) for r in split.rows[i, :depth] if r >= 0]
+            out[i, : len(rows)] = dvec[rows] @ feedback[i]
+    elif option.startswith("bi-"):  # the query-time cost: encode the query (its documents' vectors are made at index time)
         from embedforge.encode import encode
 
         model, qvec, dvec, prefixed = scorer
@@ -182,6 +192,22 @@ def _second_scores(option: str, scorer: Any, split: Split, depth: int, args: arg
         for (i, j), s in zip(where, scores, strict=True):
             out[i, j] = s
     return out, time.perf_counter() - t
+
+
+def vector_option(option: str) -> bool:
+    """Whether an option scores by vectors (a bi-encoder or Rocchio feedback): its cost does not grow with depth."""
+    return option.startswith(("bi-", "prf-"))
+
+
+def rocchio_queries(qvec: np.ndarray, dvec: np.ndarray, rows: np.ndarray, k: int, beta: float) -> np.ndarray:
+    """Dense Rocchio feedback queries: each query vector plus ``beta`` × the mean vector of its first ``k`` first-stage
+    documents (``rows``, -1 padded), renormalised (unit vectors in, unit vectors out)."""
+    out = qvec.astype(np.float64).copy()
+    for i in range(len(out)):
+        top = [int(r) for r in rows[i, :k] if r >= 0]
+        if top:
+            out[i] += beta * dvec[top].astype(np.float64).mean(axis=0)
+    return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
 
 
 def _minmax(x: np.ndarray) -> np.ndarray:
@@ -372,6 +398,47 @@ def bi_scorer(bi: BiEncoder, split: Split, name: str, args: argparse.Namespace) 
     return bi.model, qvec, dvec, queries
 
 
+@dataclass
+class Rocchio:
+    """Option ``prf``: dense Rocchio pseudo-relevance feedback with the first-stage model (Rocchio 1971; as a dense
+    retriever's second stage in Li et al. 2022, "Pseudo relevance feedback with deep language models and dense
+    retrievers: successes and pitfalls", and pyserini's ``--prf-method rocchio``). It needs no second model and no
+    encoding beyond the first stage's: only the first stage's document vectors, which a flat collection stores."""
+
+    k: int
+    beta: float
+    model: Callable[[], Any]  # the first-stage model's loader (used only for vectors not cached)
+    name: str  # the first-stage model's name (cache keys)
+
+    @property
+    def option(self) -> str:
+        return f"prf-k{self.k}-b{self.beta:g}"
+
+
+def prf_scorer(prf: Rocchio, split: Split, args: argparse.Namespace) -> tuple[Rocchio, np.ndarray, np.ndarray]:
+    """(prf, query vectors, document vectors) of the first-stage model, cached under Split's own keys."""
+    safe = "".join(c if c.isalnum() else "_" for c in prf.name)[-40:]
+    model = prf.model()
+    dvec = cached_embeddings(model, prf.name, split.texts, f"{safe}-{split.name}-docs", args.batch_size)
+    qvec = cached_embeddings(model, prf.name, split.qtexts, f"{safe}-{split.name}-{split.split}-queries", args.batch_size)
+    return prf, qvec, dvec
+
+
+def choose_rocchio(held: Split, model: Callable[[], Any], args: argparse.Namespace) -> tuple[Rocchio, list[dict[str, Any]]]:
+    """K and beta from ``--prf-k`` × ``--prf-beta`` with the best held-out nDCG@10 of ``prf+fused`` at search's default
+    depth (its weight chosen there too), and every combination's score, for the record."""
+    depth = DEFAULT_RERANK_DEPTH
+    tried = []
+    for k, beta in itertools.product(args.prf_k, args.prf_beta):
+        prf = Rocchio(k, beta, model, args.first_model)
+        second = _second_scores(prf.option, prf_scorer(prf, held, args), held, depth, args)[0]
+        w = choose_weights(held, second, [depth])[depth]
+        tried.append({"k": k, "beta": beta, "weight": w,
+                      "heldout_ndcg@10": round(float(ndcg_at_k(held.run(*reorder(held, second, depth, w)), held.qrels, 10)), 4)})
+    best = max(tried, key=lambda t: t["heldout_ndcg@10"])
+    return Rocchio(best["k"], best["beta"], model, args.first_model), tried
+
+
 def bench_dataset(name: str, args: argparse.Namespace, model: Callable[[], Any], scorers: dict[str, Any], held: Split | None,
                   records: dict[str, Any]) -> dict[str, Any]:
     split = Split(name, "test", args, model, args.max_queries)
@@ -383,12 +450,18 @@ def bench_dataset(name: str, args: argparse.Namespace, model: Callable[[], Any],
     collected: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}  # option: (test scores, held-out train scores, seconds)
     held_best: tuple[float, int] | None = None  # (held-out nDCG@10, depth) of all+fused: the pipeline picked without test
     for option, scorer in scorers.items():
-        identity = bi_identity(scorer, args) if isinstance(scorer, BiEncoder) else ce_identity(records[option].get("chosen", ""))
-        s = bi_scorer(scorer, split, name, args) if isinstance(scorer, BiEncoder) else scorer
+        if isinstance(scorer, Rocchio):
+            identity = json.dumps(["rocchio", scorer.name, scorer.k, scorer.beta])
+            s: Any = prf_scorer(scorer, split, args)
+        elif isinstance(scorer, BiEncoder):
+            identity, s = bi_identity(scorer, args), bi_scorer(scorer, split, name, args)
+        else:
+            identity, s = ce_identity(records[option].get("chosen", "")), scorer
         second, seconds = second_scores(option, s, split, deepest, args, identity)
         weights: dict[int, float] = {}
         if held is not None:
-            hs = bi_scorer(scorer, held, "scifact-train", args) if isinstance(scorer, BiEncoder) else scorer
+            hs = (prf_scorer(scorer, held, args) if isinstance(scorer, Rocchio)
+                  else bi_scorer(scorer, held, "scifact-train", args) if isinstance(scorer, BiEncoder) else scorer)
             held_second = second_scores(option, hs, held, deepest, args, identity)[0]
             weights = choose_weights(held, held_second, list(args.depths))
             collected[option] = (second, held_second, seconds)
@@ -399,7 +472,7 @@ def bench_dataset(name: str, args: argparse.Namespace, model: Callable[[], Any],
             rows_out = {}
             for d in args.depths:
                 r = evaluate(split, *reorder(split, second, d, weights[d] if fused else None))
-                scale = 1.0 if option.startswith("bi-") else d / deepest  # pairs scale with depth; a query encode does not
+                scale = 1.0 if vector_option(option) else d / deepest  # pairs scale with depth; a query encode does not
                 r["queries_per_s"] = round(len(split.qids) / max(seconds * scale, 1e-9), 2)
                 if fused:
                     r["weight"] = weights[d]
@@ -420,7 +493,7 @@ def bench_dataset(name: str, args: argparse.Namespace, model: Callable[[], Any],
                 held_best = (held_ndcg(w), d)
             fused = reorder(split, combine(split, [collected[n][0] for n in names], d, w), d, None)
             r = evaluate(split, *fused)
-            cost = sum(collected[n][2] * (1.0 if n.startswith("bi-") else d / deepest) for n in names)
+            cost = sum(collected[n][2] * (1.0 if vector_option(n) else d / deepest) for n in names)
             r["queries_per_s"] = round(len(split.qids) / max(cost, 1e-9), 2)
             r["weights"] = dict(zip(["first-stage", *names], w, strict=True))
             rows_out[str(d)] = r
@@ -494,6 +567,12 @@ def markdown(results: dict[str, Any]) -> str:
                           f"(95% CI [{b['ci95'][0]:+.3f}, {b['ci95'][1]:+.3f}]; {verdict(*b['ci95'])}; chosen on test, so optimistic)."]
         lines.append("")
     for option, rec in results["training"].items():
+        if rec.get("prf"):
+            lines.append(f"- {option}: dense Rocchio feedback with the first-stage model, K = {rec['prf']['k']} documents, "
+                         f"beta = {rec['prf']['beta']:g}, chosen on the held-out train queries from K in {rec['prf']['k_grid']} × "
+                         f"beta in {rec['prf']['beta_grid']} (prf+fused at depth {DEFAULT_RERANK_DEPTH}); no second model, "
+                         "its queries/s counts the feedback query and the dot products")
+            continue
         if "recommended" not in rec:
             if rec.get("adapt"):
                 how = (f"adapted from {rec.get('base_model')} by `embedforge adapt` on SciFact train ({rec['adapt'].get('chosen')}, "
@@ -533,6 +612,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bi-train-seconds", type=float, help="its training seconds, with --bi-note")
     p.add_argument("--bi-doc-prefix", action="append", help="prefix of documents for --bi-model (e5: 'passage: '); "
                    "repeat it once per --bi-model, in the same order, when they differ")
+    p.add_argument("--prf", action="store_true", help="add option prf: dense Rocchio feedback with the first-stage model")
+    p.add_argument("--prf-k", nargs="+", type=int, default=[1, 3, 5, 10], help="feedback documents to try (default 1 3 5 10)")
+    p.add_argument("--prf-beta", nargs="+", type=float, default=[0.25, 0.5, 1.0, 2.0], help="feedback weights to try")
     p.add_argument("--weights-on-adapt-heldout", action="store_true",
                    help="choose fusion weights and depths on the SciFact train queries `embedforge adapt --pairs` holds out "
                         "(its default seed) instead of this script's own 10%% split: with adapted models, which trained on the rest")
@@ -575,6 +657,13 @@ def main(argv: list[str] | None = None) -> int:
     args.first_model = args.first_model or args.model
     model = functools.cache(lambda: load_model(args.first_model))  # the first-stage model, loaded only when a run is not cached
     scorers, training, held = build_options(args, model)
+    if args.prf:
+        if held is None:
+            p.error("--prf picks K and beta on held-out train queries; this run has none")
+        prf, tried = choose_rocchio(held, model, args)
+        scorers = {prf.option: prf, **scorers}
+        training[prf.option] = {"device": "cpu", "train_seconds": 0.0, "prf": {"k": prf.k, "beta": prf.beta, "k_grid": args.prf_k,
+                                                                             "beta_grid": args.prf_beta, "tried": tried}}
     results: dict[str, Any] = {
         "model": args.model, "first_model": args.first_model, "large_model": args.large_model, "depths": sorted(args.depths), "device": train_device(),
         "max_queries": args.max_queries, "machine": machine(), "training": training, "argv": sys.argv[1:] if argv is None else argv,

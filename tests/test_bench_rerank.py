@@ -81,3 +81,22 @@ def test_bi_models_take_their_prefixes_in_order() -> None:
         rerank_scifact.bi_specs(args(["a", "b", "c"], None, ["x", "y"]))
     with pytest.raises(ValueError, match="--bi-note describes one --bi-model; 2 given"):
         rerank_scifact.bi_specs(args(["a", "b"], note="adapt candidate"))
+
+
+def test_rocchio_adds_the_mean_of_the_first_k_documents_and_renormalises() -> None:
+    rng = np.random.default_rng(0)
+    dvec = rng.normal(size=(6, 4)).astype(np.float32)
+    dvec /= np.linalg.norm(dvec, axis=1, keepdims=True)
+    qvec = np.array([[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]], dtype=np.float32)
+    rows = np.array([[5, 3, 1, 0], [2, -1, -1, -1]], dtype=np.int64)  # the second query has one candidate only
+    got = rerank_scifact.rocchio_queries(qvec, dvec, rows, 2, 0.5)
+    for i, top in enumerate(([5, 3], [2])):
+        want = qvec[i] + 0.5 * dvec[top].mean(axis=0)
+        assert got[i] == pytest.approx(want / np.linalg.norm(want), abs=1e-6)
+    assert rerank_scifact.rocchio_queries(qvec, dvec, rows, 2, 0.0) == pytest.approx(qvec)  # beta 0: the query itself
+
+
+def test_vector_options_cost_one_pass_whatever_the_depth() -> None:
+    assert rerank_scifact.vector_option("bi-multilingual-e5-small")
+    assert rerank_scifact.vector_option("prf-k1-b0.5")
+    assert not rerank_scifact.vector_option("ce-minilm")
