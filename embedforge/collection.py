@@ -936,6 +936,13 @@ class Collection:
     def text(self, row: int) -> str:
         return self._texts[row]
 
+    def row_vectors(self, rows: np.ndarray) -> np.ndarray:
+        """The stored document vectors of ``rows`` (collection rows, as in :meth:`hit`), ``(n, dim)`` float32."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(self)):
+            raise InputError(f"rows out of range 0..{len(self) - 1}", self.path)
+        return np.array(self._vectors[rows], dtype=np.float32)
+
     def vectors(self) -> np.ndarray:
         """A copy of the stored document vectors, ``(len(self), dim)`` float32, in row order (``hit(row)``)."""
         return np.array(self._vectors, dtype=np.float32)

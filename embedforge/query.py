@@ -241,6 +241,23 @@ class Searchable(Protocol):
 
     def hit(self, row: int, score: float) -> Hit: ...
 
+    def row_vectors(self, rows: np.ndarray) -> np.ndarray: ...  # stored document vectors of these rows (Rocchio feedback)
+
+
+
+def _bind_feedback(feedback: Any, collection: Searchable, queries: list[str], qvec: np.ndarray | None, model: Any) -> Any:
+    """Rocchio feedback (``prf``) bound to ``collection``: the first stage's query vectors (encoded
+    here for a BM25 first stage) and the collection's stored document vectors."""
+    if not hasattr(collection, "row_vectors"):
+        raise InputError("prf (Rocchio feedback) needs the collection's stored document vectors, which this collection does not give")
+    at = {q: i for i, q in enumerate(queries)}
+
+    def query_vectors(texts: Sequence[str]) -> np.ndarray:
+        if qvec is not None:
+            return qvec[[at[t] for t in texts]]
+        return collection.encode_queries(list(texts), model)
+
+    return feedback.bind(query_vectors, collection.row_vectors)
 
 
 def search_collection(
@@ -293,11 +310,13 @@ def search_collection(
         raise InputError(f"the re-rank depth must be a positive integer, got {rerank_depth}")
     depth = max(top_k, rerank_depth) if rerank is not None else top_k
     mask = collection.mask(where)
+    qvec: np.ndarray | None = None
     if mode == "bm25":
         scores, rows = collection.bm25().search(queries, depth, mask=mask)
     else:
         wide = max(depth, CANDIDATES) if mode == "hybrid" else depth
-        dense = collection.search_vectors(collection.encode_queries(queries, model), wide, mask=mask)
+        qvec = collection.encode_queries(queries, model)
+        dense = collection.search_vectors(qvec, wide, mask=mask)
         if mode == "dense":
             scores, rows = dense
         else:
@@ -305,5 +324,7 @@ def search_collection(
             scores, rows = fuse(dense, sparse, depth, fusion)
     candidates = [[(int(r), float(s)) for r, s in zip(rows[i], scores[i], strict=True) if r >= 0] for i in range(len(queries))]
     if rerank is not None:
+        if any(getattr(r, "needs_collection", False) for r in rerank):  # Rocchio feedback: this collection's query and document vectors
+            rerank = [_bind_feedback(r, collection, queries, qvec, model) if getattr(r, "needs_collection", False) else r for r in rerank]
         candidates = rerank_candidates(rerank, queries, candidates, collection.text, rerank_depth, weights=rerank_weights)
     return [[collection.hit(r, s) for r, s in cands[:top_k]] for cands in candidates]

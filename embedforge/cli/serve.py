@@ -212,7 +212,9 @@ def run(args: argparse.Namespace) -> int:
     from embedforge.models import BUNDLED_MODELS
 
     rerankers = [r for r in (config.reranker, *config.more_rerankers) if r is not None]
-    reranker_dirs = [r for r in rerankers if r not in BUNDLED_MODELS]  # a bundled model by name is fine
+    from embedforge.rerank.feedback import parse_feedback
+
+    reranker_dirs = [r for r in rerankers if r not in BUNDLED_MODELS and parse_feedback(r) is None]  # a bundled model or prf by name is fine
     for name, path in (("--collection", config.collection), *(("--reranker", r) for r in reranker_dirs),
                        ("--image-root", config.image_root)):
         if path is not None and not os.path.isdir(path):

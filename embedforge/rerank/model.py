@@ -26,6 +26,7 @@ import numpy as np
 
 from embedforge.errors import InputError
 from embedforge.fusion import fusion_weights, score_fuse
+from embedforge.rerank.feedback import parse_feedback
 
 __all__ = [
     "DEFAULT_RERANK_DEPTH",
@@ -177,7 +178,12 @@ def reranker_method(reranker: Any) -> str:
 
 def load_cross_encoder(path: str | os.PathLike[str], *, max_length: int | None = None, device: str = "cpu") -> Any:
     """The second stage in a local directory (on ``device``, CPU unless told), or an InputError: a
-    sentence-transformers CrossEncoder, or — for an embedding model's directory — a :class:`BiEncoderReranker` on it."""
+    sentence-transformers CrossEncoder, or — for an embedding model's directory — a :class:`BiEncoderReranker` on it.
+    The name ``prf`` (or ``prf:K,BETA``) is Rocchio feedback with the collection's own vectors
+    (:class:`embedforge.rerank.feedback.RocchioFeedback`: no model, so ``max_length`` does not apply)."""
+    feedback = parse_feedback(str(path))
+    if feedback is not None:
+        return feedback
     try:
         from sentence_transformers import CrossEncoder
     except ImportError as err:  # pragma: no cover - a core dependency
@@ -207,6 +213,9 @@ def load_bi_encoder_reranker(path: str | os.PathLike[str], *, max_length: int | 
     (``index --rerank-vectors``), or an InputError: a cross-encoder reads the query and the
     document together, so nothing of it can be computed before the query comes."""
     reranker = load_cross_encoder(path, max_length=max_length)
+    if getattr(reranker, "needs_collection", False):
+        raise InputError("is Rocchio feedback (prf): it uses the collection's own vectors, which are stored already; "
+                         "nothing to store for it", path)
     if not isinstance(reranker, BiEncoderReranker):
         raise InputError(
             "is a cross-encoder: it reads the query and the document together, so nothing can be computed at "

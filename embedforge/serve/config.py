@@ -10,6 +10,7 @@ from typing import get_args
 from embedforge.encode import Precision
 from embedforge.errors import InputError
 from embedforge.fusion import fusion_weights
+from embedforge.rerank.feedback import parse_feedback
 from embedforge.rerank.model import DEFAULT_RERANK_DEPTH
 
 __all__ = ["ServeConfig", "available_cores", "default_torch_threads", "default_workers"]
@@ -145,6 +146,8 @@ class ServeConfig:
             raise InputError("rerank_max_length needs a reranker (it is the length the re-rankers read)")
         if self.rerank_weights is not None and self.reranker is None:
             raise InputError("rerank_weights needs a reranker (the first stage's weight, then the re-ranker's)")
+        if self.collection is None and any(parse_feedback(r) is not None for r in (self.reranker, *self.more_rerankers) if r):
+            raise InputError("the re-ranker prf (Rocchio feedback) re-scores a collection's candidates: it needs a collection")
         if self.reranker is not None:  # one weight per second stage after the first stage's; several need weights
             fusion_weights(self.rerank_weights, 1 + len(self.more_rerankers))
         for name in ("header_timeout_s", "keep_alive_s"):

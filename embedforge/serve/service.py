@@ -389,6 +389,9 @@ class Service:
         self.check_texts([query], "query")
         self.check_texts(documents, "documents")
         reranker = self.reranker
+        if getattr(reranker, "needs_collection", False):
+            raise ApiError(400, "this server's re-ranker is prf (Rocchio feedback): it re-scores the collection's own candidates "
+                           "(/v1/search with \"rerank\": true) and cannot score free documents", code="invalid_rerank")
         if reranker is not None:  # the scorer of `embedforge search --rerank` and /v1/search: same pair, same score
             pairs = [(query, doc) for doc in documents]
             scores = self.on_model_thread(lambda: pair_scores(reranker, pairs, batch_size=self.config.max_batch_size))
