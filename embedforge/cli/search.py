@@ -56,7 +56,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--fusion", choices=["rrf", "score"], default=None, help="hybrid fusion (default score: min-max normalised, measured better on 2 of 3 data sets)")
     p.add_argument("--rerank", metavar="DIR", action="append", help="re-rank the top candidates with this cross-encoder, or with this "
                    "embedding model's cosine (a sentence-transformers embedding model's directory or a bundled name, its prompts "
-                   "applied); repeat it to fuse several with --rerank-weights")
+                   "applied), or 'prf' (Rocchio feedback with the collection's own vectors: nothing to load; prf:K,BETA); "
+                   "repeat it to fuse several with --rerank-weights")
     p.add_argument("--rerank-weights", metavar="W0,W1,...", help="fuse instead of replace: min-max score fusion of the first "
                    "stage (W0) and each --rerank in order (W1, ...) over the re-scored candidates; e.g. 0.5,0.5")
     p.add_argument("--rerank-depth", type=int, metavar="N", default=None,

@@ -41,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--reranker", metavar="DIR", action="append",
                    help="a sentence-transformers CrossEncoder directory, or an embedding model directory or bundled name (its "
                         "cosine re-scores), for /v1/rerank and /v1/search rerank; repeat to fuse several in /v1/search "
-                        "(with --rerank-weights, as `embedforge search --rerank A --rerank B`; /v1/rerank uses the first)")
+                        "(with --rerank-weights, as `embedforge search --rerank A --rerank B`; /v1/rerank uses the first); "
+                        "or 'prf' (Rocchio feedback with the collection's own vectors, prf:K,BETA; /v1/search only)")
     p.add_argument("--force-reranker", "--force", dest="force_reranker", action="store_true",
                    help="serve --reranker even when train-reranker saved it as not recommended (it did not beat the first stage)")
     p.add_argument("--rerank-depth", type=int, metavar="N", default=_DEFAULTS.rerank_depth,
