@@ -241,13 +241,13 @@ class Searchable(Protocol):
 
     def hit(self, row: int, score: float) -> Hit: ...
 
-    def row_vectors(self, rows: np.ndarray) -> np.ndarray: ...  # stored document vectors of these rows (Rocchio feedback)
+    # optional, for rerank="prf" only: ``row_vectors(rows)``, the stored document vectors of these rows
 
 
 
 def _bind_feedback(feedback: Any, collection: Searchable, queries: list[str], qvec: np.ndarray | None, model: Any) -> Any:
     """Rocchio feedback (``prf``) bound to ``collection``: the first stage's query vectors (encoded
-    here for a BM25 first stage) and the collection's stored document vectors."""
+    here for a BM25 first stage) and the collection's stored document vectors (``collection.row_vectors``)."""
     if not hasattr(collection, "row_vectors"):
         raise InputError("prf (Rocchio feedback) needs the collection's stored document vectors, which this collection does not give")
     at = {q: i for i, q in enumerate(queries)}
@@ -325,6 +325,10 @@ def search_collection(
     candidates = [[(int(r), float(s)) for r, s in zip(rows[i], scores[i], strict=True) if r >= 0] for i in range(len(queries))]
     if rerank is not None:
         if any(getattr(r, "needs_collection", False) for r in rerank):  # Rocchio feedback: this collection's query and document vectors
+            k = max(r.k for r in rerank if getattr(r, "needs_collection", False))
+            if k > rerank_depth:  # its feedback documents are among the re-scored candidates
+                raise InputError(f"prf takes its {k} feedback documents from the re-scored candidates; the re-rank depth "
+                                 f"({rerank_depth}) must be at least {k}")
             rerank = [_bind_feedback(r, collection, queries, qvec, model) if getattr(r, "needs_collection", False) else r for r in rerank]
         candidates = rerank_candidates(rerank, queries, candidates, collection.text, rerank_depth, weights=rerank_weights)
     return [[collection.hit(r, s) for r, s in cands[:top_k]] for cands in candidates]

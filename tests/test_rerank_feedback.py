@@ -16,7 +16,7 @@ from embedforge.errors import InputError
 from embedforge.rerank.feedback import RocchioFeedback, parse_feedback, rocchio_queries
 from embedforge.rerank.model import load_bi_encoder_reranker, load_cross_encoder
 
-DOCS = [{"id": f"d{i}", "text": t} for i, t in enumerate([
+DOCS = [{"id": f"d{i}", "text": t, "metadata": {"even": i % 2 == 0}} for i, t in enumerate([
     "cats purr softly", "rockets fly high", "bread rises slowly", "rivers flow down", "cats chase mice", "ovens bake bread",
     "mice hide from cats", "the river meets the sea",
 ])]
@@ -33,9 +33,10 @@ def coll(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, tiny_mo
     return Collection.open(c.path)
 
 
-def reference(coll: Any, model: Any, mode: str, depth: int, k: int, beta: float) -> list[list[tuple[str, float]]]:
+def reference(coll: Any, model: Any, mode: str, depth: int, k: int, beta: float,
+              where: dict[str, Any] | None = None) -> list[list[tuple[str, float]]]:
     """The first stage, then by hand: q' = unit(q + beta * mean of its first k candidates' stored vectors), cosine."""
-    first = coll.search(QUERIES, top_k=len(DOCS), mode=mode, model=model)
+    first = coll.search(QUERIES, top_k=len(DOCS), mode=mode, model=model, where=where)
     qvec = coll.encode_queries(QUERIES, model)
     vectors = coll.vectors()
     rows = {h: i for i, h in enumerate(d["id"] for d in DOCS)}
@@ -50,10 +51,14 @@ def reference(coll: Any, model: Any, mode: str, depth: int, k: int, beta: float)
     return out
 
 
-@pytest.mark.parametrize(("mode", "depth", "k", "beta"), [("dense", 8, 1, 0.5), ("hybrid", 5, 3, 1.0), ("bm25", 6, 2, 2.0)])
-def test_feedback_scores_are_rocchio_by_hand(coll: Any, tiny_model: Any, mode: str, depth: int, k: int, beta: float) -> None:
-    want = reference(coll, tiny_model, mode, depth, k, beta)
-    got = coll.search(QUERIES, top_k=len(DOCS), mode=mode, model=tiny_model, rerank=RocchioFeedback(k, beta), rerank_top=depth)
+@pytest.mark.parametrize(("mode", "depth", "k", "beta", "where"), [
+    ("dense", 8, 1, 0.5, None), ("hybrid", 5, 3, 1.0, None), ("bm25", 6, 2, 2.0, None), ("hybrid", 3, 2, 0.5, {"even": True}),
+])
+def test_feedback_scores_are_rocchio_by_hand(coll: Any, tiny_model: Any, mode: str, depth: int, k: int, beta: float,
+                                             where: dict[str, Any] | None) -> None:
+    want = reference(coll, tiny_model, mode, depth, k, beta, where)
+    got = coll.search(QUERIES, top_k=len(DOCS), mode=mode, model=tiny_model, rerank=RocchioFeedback(k, beta), rerank_top=depth,
+                      where=where)
     for w, g in zip(want, got, strict=True):
         assert [h.id for h in g] == [i for i, _ in w]  # the re-scored top, then the first stage's order below it
         np.testing.assert_allclose([h.score for h in g[:depth]], [s for _, s in w[:depth]], atol=1e-5)
@@ -81,6 +86,29 @@ def test_fused_with_the_first_stage_by_name(coll: Any, tiny_model: Any) -> None:
     want = score_fuse(runs, [0.7, 0.3])
     assert [h.id for h in fused[:6]] == sorted(want, key=lambda i: -want[i])
     np.testing.assert_allclose([h.score for h in fused[:6]], sorted(want.values(), reverse=True), atol=1e-6)
+
+
+def test_fused_with_a_model_re_ranker_in_one_list(coll: Any, tiny_model: Any, tiny_model_dir: Path) -> None:
+    """prf beside an embedding-model re-ranker: each scores its own way, then the three are fused."""
+    from embedforge.fusion import score_fuse
+
+    model_ranker = load_cross_encoder(str(tiny_model_dir))
+    first = coll.search(QUERIES[:2], top_k=len(DOCS), mode="hybrid", model=tiny_model)
+    prf = coll.search(QUERIES[:2], top_k=len(DOCS), mode="hybrid", model=tiny_model, rerank="prf", rerank_top=6)
+    cos = coll.search(QUERIES[:2], top_k=len(DOCS), mode="hybrid", model=tiny_model, rerank=model_ranker, rerank_top=6)
+    both = coll.search(QUERIES[:2], top_k=len(DOCS), mode="hybrid", model=tiny_model, rerank=["prf", model_ranker], rerank_top=6,
+                       rerank_weights=[0.5, 0.3, 0.2])
+    for f, p, c, b in zip(first, prf, cos, both, strict=True):
+        top = [h.id for h in f[:6]]
+        runs = [{h.id: h.score for h in f[:6]}, {h.id: h.score for h in p[:6]}, {h.id: h.score for h in c[:6]}]
+        want = score_fuse(runs, [0.5, 0.3, 0.2])
+        assert sorted(want) == sorted(top)
+        assert [h.id for h in b[:6]] == sorted(want, key=lambda i: -want[i])
+
+
+def test_depth_below_k_is_refused(coll: Any, tiny_model: Any) -> None:
+    with pytest.raises(InputError, match="must be at least 3"):
+        coll.search(QUERIES[:1], top_k=5, mode="dense", model=tiny_model, rerank="prf:3,0.5", rerank_top=2)
 
 
 def test_rocchio_queries_are_unit_and_follow_the_formula() -> None:
@@ -125,6 +153,8 @@ def test_cli_search_with_prf(coll: Any, tiny_model: Any, capsys: pytest.CaptureF
     assert "not recommended" not in out.err
     assert main(["search", "--collection", str(coll.path), "--query", "x", "--rerank", "prf:0,1"]) == 2
     assert "positive integer" in capsys.readouterr().err
+    assert main(["search", "--collection", str(coll.path), "--query", "x", "--rerank", "prf", "--rerank-max-length", "64"]) == 2
+    assert "prf reads no text" in capsys.readouterr().err
 
 
 def test_serve_uses_it_for_search_and_refuses_it_elsewhere(coll: Any, tiny_model_dir: Path, tiny_model: Any) -> None:
@@ -135,6 +165,8 @@ def test_serve_uses_it_for_search_and_refuses_it_elsewhere(coll: Any, tiny_model
 
     with pytest.raises(InputError, match="needs a collection"):
         ServeConfig(model=str(tiny_model_dir), reranker="prf")
+    with pytest.raises(InputError, match="prf reads no text"):
+        ServeConfig(model=str(tiny_model_dir), collection=str(coll.path), reranker="prf", rerank_max_length=64)
     config = ServeConfig(model=str(tiny_model_dir), collection=str(coll.path), reranker="prf", rerank_weights=(0.7, 0.3))
     with running_server(create_app(config, model=tiny_model)) as url, httpx.Client(base_url=url, timeout=60) as client:
         r = client.post("/v1/search", json={"query": QUERIES[:2], "top_k": 4, "mode": "hybrid", "rerank": True})

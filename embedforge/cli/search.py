@@ -219,6 +219,8 @@ def _rerank_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     if args.rerank_max_length is not None and args.rerank_max_length < 1:
         raise InputError(f"--rerank-max-length must be >= 1, got {args.rerank_max_length}")
     rerank = [load_cross_encoder(d, max_length=args.rerank_max_length) for d in args.rerank]
+    if args.rerank_max_length is not None and all(getattr(r, "needs_collection", False) for r in rerank):
+        raise InputError("--rerank-max-length is the length each --rerank model reads; prf reads no text, so it does nothing")
     for i, d in enumerate(args.rerank):
         reason = not_recommended_reason(d)
         if reason and weights is None:

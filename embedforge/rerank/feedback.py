@@ -57,7 +57,8 @@ class RocchioFeedback:
     """The ``prf`` second stage before it meets a collection: its ``k`` and ``beta``.
 
     :func:`embedforge.query.search_collection` binds it (:meth:`bind`) to the collection's query
-    and document vectors; on its own it cannot score (query, document) texts (:meth:`predict`
+    and document vectors; its feedback documents are the first ``k`` re-scored candidates, so the
+    re-rank depth must be at least ``k`` (refused there otherwise). On its own it cannot score (query, document) texts (:meth:`predict`
     refuses), which is why ``/v1/rerank`` cannot use it.
     """
 

@@ -146,7 +146,10 @@ class ServeConfig:
             raise InputError("rerank_max_length needs a reranker (it is the length the re-rankers read)")
         if self.rerank_weights is not None and self.reranker is None:
             raise InputError("rerank_weights needs a reranker (the first stage's weight, then the re-ranker's)")
-        if self.collection is None and any(parse_feedback(r) is not None for r in (self.reranker, *self.more_rerankers) if r):
+        named = [r for r in (self.reranker, *self.more_rerankers) if r]
+        if named and all(parse_feedback(r) is not None for r in named) and self.rerank_max_length is not None:
+            raise InputError("rerank_max_length is the length the re-rankers read; prf reads no text, so it does nothing")
+        if self.collection is None and any(parse_feedback(r) is not None for r in named):
             raise InputError("the re-ranker prf (Rocchio feedback) re-scores a collection's candidates: it needs a collection")
         if self.reranker is not None:  # one weight per second stage after the first stage's; several need weights
             fusion_weights(self.rerank_weights, 1 + len(self.more_rerankers))
