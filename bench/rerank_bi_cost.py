@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, update_section, write_result  # noqa: E402
+from _common import RESULTS, machine, publish  # noqa: E402
 from rerank_scifact import Split  # noqa: E402
 
 from embedforge.rerank.model import load_cross_encoder, pair_scores  # noqa: E402
@@ -56,7 +56,6 @@ def main(argv: list[str] | None = None) -> int:
                "machine": machine(), "argv": sys.argv[1:] if argv is None else argv,
                "models": {m: {"seconds": [round(s, 2) for s in v],
                               "seconds_per_query": round(statistics.median(v) / args.queries, 3)} for m, v in seconds.items()}}
-    path = write_result(args.output, results)
     m = results["machine"]
     lines = ["## Bi-encoder second stage: query-time cost, `bench/rerank_bi_cost.py`", "",
              f"`search --rerank MODEL` with an embedding model encodes the top {args.depth} candidates at query time "
@@ -67,10 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, r in results["models"].items():
         lines.append(f"| {name} | {r['seconds_per_query']:.2f} | {1 / max(r['seconds_per_query'], 1e-9):.2f} |")
     table = "\n".join(lines) + "\n"
-    if not args.no_markdown:
-        update_section("rerank_bi_cost", table)
-    print(table)
-    print(f"wrote {path}", file=sys.stderr)
+    publish("rerank_bi_cost", results, table, out=str(RESULTS / f"{args.output}.json"), markdown=not args.no_markdown)
     return 0
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import CACHE, machine, update_section, write_result  # noqa: E402
+from _common import CACHE, RESULTS, machine, publish  # noqa: E402
 from search_scifact import cached_embeddings, load_beir  # noqa: E402
 
 from embedforge.collection import Collection  # noqa: E402
@@ -137,12 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         if name == args.datasets[0]:
             timed = [queries[q] for q in sorted(q for q in queries if q in qrels)[: args.queries]]
             results["timing"] = timing(coll, timed, args.repeats)
-    path = write_result(args.output, results)
-    table = markdown(results)
-    if not args.no_markdown:
-        update_section("rerank_prf_search", table)
-    print(table)
-    print(f"wrote {path}", file=sys.stderr)
+    publish("rerank_prf_search", results, markdown(results), out=str(RESULTS / f"{args.output}.json"), markdown=not args.no_markdown)
     return 0
 
 

@@ -200,14 +200,11 @@ def vector_option(option: str) -> bool:
 
 
 def rocchio_queries(qvec: np.ndarray, dvec: np.ndarray, rows: np.ndarray, k: int, beta: float) -> np.ndarray:
-    """Dense Rocchio feedback queries: each query vector plus ``beta`` × the mean vector of its first ``k`` first-stage
-    documents (``rows``, -1 padded), renormalised (unit vectors in, unit vectors out)."""
-    out = qvec.astype(np.float64).copy()
-    for i in range(len(out)):
-        top = [int(r) for r in rows[i, :k] if r >= 0]
-        if top:
-            out[i] += beta * dvec[top].astype(np.float64).mean(axis=0)
-    return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
+    """Dense Rocchio feedback queries (the library's :func:`embedforge.rerank.feedback.rocchio_queries`, what
+    ``search --rerank prf`` runs) with each query's first ``k`` first-stage documents (``rows``, -1 padded)."""
+    from embedforge.rerank.feedback import rocchio_queries as library_rocchio
+
+    return library_rocchio(qvec, [dvec[[int(r) for r in rows[i, :k] if r >= 0]] for i in range(len(qvec))], beta)
 
 
 def _minmax(x: np.ndarray) -> np.ndarray:

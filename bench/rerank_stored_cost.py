@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import CACHE, machine, update_section, write_result  # noqa: E402
+from _common import CACHE, RESULTS, machine, publish  # noqa: E402
 from search_scifact import cached_embeddings, load_beir  # noqa: E402
 
 from embedforge.collection import Collection  # noqa: E402
@@ -131,7 +131,6 @@ def main(argv: list[str] | None = None) -> int:
                    "difference": round(diff, 4), "ci95": [round(lo, 4), round(hi, 4)], "queries": len(base)},
         "machine": machine(), "argv": sys.argv[1:] if argv is None else argv,
     }
-    path = write_result(args.output, results)
     m, med, nd = results["machine"], results["median_seconds_per_query"], results["ndcg10"]
     store = f"{store_seconds / 60:.1f} min" if store_seconds is not None else "not timed (stored by an earlier run)"
     lines = [
@@ -153,10 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{nd['ci95'][1]:+.3f}]).",
     ]
     table = "\n".join(lines) + "\n"
-    if not args.no_markdown:
-        update_section("rerank_stored_cost", table)
-    print(table)
-    print(f"wrote {path}", file=sys.stderr)
+    publish("rerank_stored_cost", results, table, out=str(RESULTS / f"{args.output}.json"), markdown=not args.no_markdown)
     return 0
 
 

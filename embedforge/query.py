@@ -324,8 +324,9 @@ def search_collection(
             scores, rows = fuse(dense, sparse, depth, fusion)
     candidates = [[(int(r), float(s)) for r, s in zip(rows[i], scores[i], strict=True) if r >= 0] for i in range(len(queries))]
     if rerank is not None:
-        if any(getattr(r, "needs_collection", False) for r in rerank):  # Rocchio feedback: this collection's query and document vectors
-            k = max(r.k for r in rerank if getattr(r, "needs_collection", False))
+        feedback = [r for r in rerank if getattr(r, "needs_collection", False)]  # Rocchio feedback: this collection's vectors
+        if feedback:
+            k = max(r.k for r in feedback)
             if k > rerank_depth:  # its feedback documents are among the re-scored candidates
                 raise InputError(f"prf takes its {k} feedback documents from the re-scored candidates; the re-rank depth "
                                  f"({rerank_depth}) must be at least {k}")

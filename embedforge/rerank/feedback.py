@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from embedforge.errors import InputError
+from embedforge.vectors import l2_normalize
 
 __all__ = ["PRF_NAME", "BoundFeedback", "RocchioFeedback", "parse_feedback", "rocchio_queries"]
 
@@ -41,16 +42,11 @@ DEFAULT_BETA = 0.5  # their weight against the query's own vector
 def rocchio_queries(queries: np.ndarray, feedback: Sequence[np.ndarray], beta: float) -> np.ndarray:
     """Unit Rocchio query vectors: ``queries[i]`` (unit) + ``beta`` × the mean of the unit vectors in
     ``feedback[i]`` (``(k_i, dim)``, possibly empty), renormalised -> ``(n, dim)`` float32."""
-    out = _unit(np.asarray(queries, dtype=np.float64))
+    out = l2_normalize(queries, dtype=np.float64)
     for i, docs in enumerate(feedback):
         if len(docs):
-            out[i] += beta * _unit(np.asarray(docs, dtype=np.float64)).mean(axis=0)
-    return _unit(out).astype(np.float32)
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    norm = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.where(norm > 0, norm, 1.0)
+            out[i] += beta * l2_normalize(docs, dtype=np.float64).mean(axis=0)
+    return l2_normalize(out)
 
 
 class RocchioFeedback:
@@ -127,7 +123,7 @@ class BoundFeedback:
         vectors = np.asarray(self.row_vectors(needed), dtype=np.float32)
         where = {int(r): i for i, r in enumerate(needed)}
         qv = rocchio_queries(self.query_vectors(unique), [vectors[[where[r] for r in firsts[q]]] for q in unique], self.feedback.beta)
-        dv = _unit(vectors[[where[int(r)] for r in rows]].astype(np.float64))
+        dv = l2_normalize(vectors[[where[int(r)] for r in rows]], dtype=np.float64)
         return np.einsum("ij,ij->i", qv[[at[q] for q in queries]].astype(np.float64), dv).astype(np.float32)
 
 
